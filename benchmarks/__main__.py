@@ -1,0 +1,3 @@
+from livecomments.bench import bench
+
+bench(prog_name="python -m benchmarks")

@@ -1,0 +1,47 @@
+"""The broker seam: topic pub/sub between writer and realtime processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+OnMessage = Callable[[str, bytes], None]  # sync; runs on the loop; must not await or block
+OnReset = Callable[[], None]  # the link was lost and is back: messages may have been lost
+
+
+class Broker(Protocol):
+    """At-most-once, FIFO per channel, no history.
+
+    `subscribe` returns once the broker has confirmed, so a message published after it
+    returns is delivered (unless the link drops). After a reconnect the broker
+    resubscribes to every channel it holds, then calls on_reset.
+    """
+
+    @property
+    def ready(self) -> bool:
+        """True while the link works (readiness)."""
+        ...
+
+    @property
+    def not_ready_reason(self) -> str: ...
+
+    async def start(self, on_message: OnMessage | None, on_reset: OnReset) -> None:
+        """on_message None: a publish-only process (a writer), which holds no subscriber link.
+        Otherwise the link is opened now, so readiness tracks it before the first subscribe."""
+        ...
+    async def publish(self, channel: str, data: bytes) -> None: ...
+    async def subscribe(self, *channels: str) -> None: ...
+    async def unsubscribe(self, *channels: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+def open_broker(url: str) -> Broker:
+    if url.startswith("memory://"):
+        from livecomments.brokers.memory import MemoryBroker
+
+        return MemoryBroker()
+    if url.startswith(("redis://", "rediss://", "redis+cluster://")):
+        from livecomments.brokers.redis import RedisBroker
+
+        return RedisBroker(url)
+    raise ValueError(f"unknown broker URL {url!r}")

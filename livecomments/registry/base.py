@@ -1,0 +1,55 @@
+"""The dispatcher's registry seam: which realtime servers hold viewers of which video."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+OnChange = Callable[[str | None], None]  # a video's servers may have changed; None: any video's may have
+OnReset = Callable[[], None]  # our lease was lost and is restored: pushes may have been missed meanwhile
+
+
+class Registry(Protocol):
+    """video -> advertised URLs of the live servers that registered it.
+
+    Registrations live under one lease per process, kept alive by one heartbeat task
+    (never one per video): a process that dies stops being returned by `lookup` within
+    the lease TTL. `register` returns once a `lookup` by any process sees it, and every
+    process started with an `on_change` is told (at most once per change, best effort)
+    that the video's servers changed; after its change feed reconnects it gets
+    `on_change(None)`, because changes may have been missed while it was down.
+    """
+
+    @property
+    def ready(self) -> bool:
+        """False while the lease or the change feed is lost (readiness)."""
+        ...
+
+    @property
+    def not_ready_reason(self) -> str: ...
+
+    async def start(self, on_change: OnChange | None, on_reset: OnReset) -> None:
+        """on_change is None in a process that never looks up (realtime only)."""
+        ...
+
+    async def register(self, video_id: str) -> None: ...
+    async def deregister(self, video_id: str) -> None: ...
+    async def lookup(self, video_id: str) -> frozenset[str]: ...
+    async def close(self) -> None: ...
+
+
+def open_registry(url: str, self_url: str, ttl: float) -> Registry:
+    """Picked by URL scheme; backends import their client libraries lazily."""
+    if url.startswith("memory://"):
+        from livecomments.registry.memory import MemoryRegistry
+
+        return MemoryRegistry(self_url)
+    if url.startswith(("redis://", "rediss://")):
+        from livecomments.registry.redis import RedisRegistry
+
+        return RedisRegistry(url, self_url, ttl)
+    if url.startswith("etcd://"):
+        from livecomments.registry.etcd import EtcdRegistry
+
+        return EtcdRegistry(url, self_url, ttl)
+    raise ValueError(f"unknown registry URL {url!r}: use memory://, redis://… or etcd://HOST:PORT")

@@ -1,0 +1,95 @@
+"""The simulator: its arithmetic, the seeds' figures, its CLI, and agreement with the real benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from benchmarks import strategies
+from livecomments.cli import main
+from livecomments.simulate import POLICY_CHOICES, Result, analyse, place, run_all
+from livecomments.workload import POLICIES, Workload, node_names
+
+
+def by_case(results: list[Result], strategy: str, policy: str) -> Result:
+    return next(r for r in results if r.strategy == strategy and r.policy == policy)
+
+
+def test_seed_figures() -> None:
+    """1,000 servers × 1,000 topics, broadcast-all, hashed viewers: ~99.9% discarded, ~1 MB per 1 KB."""
+    results = run_all(Workload(1000, 1_000_000, rate=100.0), node_names(1000), 64, 1024.0)
+    broadcast = by_case(results, "broadcast", "hash")
+    assert broadcast.wasted_fraction == pytest.approx(0.999, abs=0.0005)
+    assert broadcast.egress_bytes_per_comment == pytest.approx(1000 * 1024)
+    assert by_case(results, "dispatcher", "hash").egress_bytes_per_comment == pytest.approx(1024)
+
+
+def test_strategies_move_the_same_deliveries() -> None:
+    workload = Workload(videos=50, viewers=600, rate=10.0, seed=3)
+    rates = workload.rate * workload.popularity
+    for policy in ("round-robin", "hash"):
+        placement = place(workload, policy, node_names(5))
+        results = {
+            s: analyse(placement, s, n, rates, 100.0)
+            for s, n in (("broadcast", 0), ("partitioned", 8), ("dispatcher", 0))
+        }
+        per_video = analyse(placement, "partitioned", 0, rates, 100.0)
+        deliveries = 10.0 * float((workload.popularity * workload.viewers_per_video).sum())
+        for r in [*results.values(), per_video]:
+            assert r.delivered_per_s == pytest.approx(deliveries)
+        assert results["broadcast"].received_per_s == pytest.approx(5 * 10.0)
+        assert per_video.wasted_fraction == results["dispatcher"].wasted_fraction == 0.0
+        assert per_video.received_per_s == pytest.approx(results["dispatcher"].received_per_s)
+        assert results["broadcast"].wasted_fraction >= results["partitioned"].wasted_fraction > 0
+        assert 1 <= results["partitioned"].channels_max <= 8
+        assert per_video.channels_mean == pytest.approx(len(placement.video) / 5)
+    hashed = place(workload, "hash", node_names(5))
+    assert len(np.unique(hashed.video)) == len(hashed.video), "hash puts each video on one server"
+
+
+def test_cli_writes_report(tmp_path: Path) -> None:
+    assert POLICY_CHOICES == POLICIES
+    result = CliRunner().invoke(
+        main,
+        ["simulate", "--servers", "20", "--videos", "100", "--viewers", "2000", "--report", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "simulate.md").read_text()
+    assert "| broadcast | hash |" in text and "99.90%" in text
+    assert (tmp_path / "simulate.json").stat().st_size > 0
+
+
+async def test_agrees_with_strategy_benchmark() -> None:
+    """The real cluster (redis + writer + 2 realtime servers) and the simulator on the same workload."""
+    settings = strategies.Settings(
+        servers=2,
+        videos=12,
+        viewers=48,
+        rate=25.0,
+        partitions=4,
+        warmup=0.3,
+        duration=0.7,
+        policies=("hash",),
+        progress=False,
+    )
+    assert strategies.cluster_mode(settings) == "cluster", "the Redis broker is part of the package"
+    results = await strategies.run(settings)
+    assert [r["status"] for r in results] == ["ok"] * 4, [r.get("error") for r in results]
+    for r in results:
+        assert r["loss"] == 0 and r["disorder"] == 0, r
+        workload = settings.workload()
+        sim = analyse(
+            place(workload, r["policy"], r["nodes"]),
+            r["strategy"],
+            r["partitions"],
+            np.asarray(r["post_counts"], dtype=np.float64),
+            1.0,
+        )
+        assert r["wasted_fraction"] == pytest.approx(sim.wasted_fraction, rel=0.10, abs=0.01), r["label"]
+        assert r["channels_mean"] == pytest.approx(sim.channels_mean, rel=0.10), r["label"]
+        assert r["delivered"] == pytest.approx(sim.delivered_per_s, rel=0.10), r["label"]
+    broadcast = next(r for r in results if r["strategy"] == "broadcast")
+    assert broadcast["wasted_fraction"] > 0.2, "two hashed servers each drop the other's videos"
