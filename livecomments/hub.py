@@ -23,7 +23,7 @@ from livecomments.metrics import Metrics
 from livecomments.model import Comment
 from livecomments.storage.base import Storage
 from livecomments.strategies.base import Strategy
-from livecomments.viewer import Frame, Viewer, build_frame
+from livecomments.viewer import NOT_LIVE, Frame, Viewer, build_frame
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,13 @@ class Hub:
         self._pinger = loop.call_later(self._ping_interval, self._ping)
 
     def close_viewers(self) -> None:
-        """Shutdown: every stream handler returns, so open streams do not hold the server."""
+        """Shutdown: send what batching still holds, then end every stream cleanly."""
         for state in self._videos.values():
+            if state.flush is not None:
+                state.flush.cancel()
+                self._flush(state)
             for viewer in state.viewers:
-                viewer.close("shutdown")
+                viewer.drop("shutdown")
 
     async def close(self) -> None:
         if self._pinger is not None:
@@ -106,7 +109,7 @@ class Hub:
         chunk = sse.chunk(sse.PING)
         for state in self._videos.values():
             for viewer in state.viewers:
-                if viewer.held is None:
+                if viewer.after != NOT_LIVE:
                     viewer.write(chunk if viewer.chunked else sse.PING)
         self._pinger = asyncio.get_running_loop().call_later(self._ping_interval, self._ping)
 
@@ -139,8 +142,9 @@ class Hub:
         if state is None or viewer not in state.viewers:
             return
         state.viewers.discard(viewer)
-        viewer.close("left")
         self._metrics.connections.dec()
+        if viewer.dropped == "slow":
+            self._metrics.slow_disconnects.inc()
         if not state.viewers:
             if state.ready is not None and state.ready.done() and state.ready.exception() is None:
                 loop = asyncio.get_running_loop()
@@ -236,14 +240,11 @@ class Hub:
         plain = frames[0][1] if len(frames) == 1 else b"".join(frame[1] for frame in frames)
         chunked = sse.chunk(plain)
         first = frames[0][0]
-        slow = []
         for viewer in state.viewers:
-            if viewer.held is None and viewer.after < first:  # the hot path
-                ok = viewer.write(chunked if viewer.chunked else plain)
+            if viewer.after < first:  # the hot path: live, and these frames are new to it
+                viewer.write(chunked if viewer.chunked else plain)
             else:
-                ok = viewer.offer(frames)
-            if not ok:
-                slow.append(viewer)
+                viewer.offer(frames)
         n = len(state.viewers)
         if n:
             self._metrics.delivered.inc(n * len(frames))
@@ -251,11 +252,6 @@ class Hub:
             now = time.time()
             for created_at in created:
                 self._metrics.latency.observe(max(0.0, now - created_at))
-        for viewer in slow:
-            self._metrics.slow_disconnects.inc()
-            viewer.transport.abort()
-            viewer.close("slow")
-            self.leave(viewer)
 
     def _drain(self, video_id: str, state: VideoState) -> None:
         held, state.held = sorted(state.held, key=lambda c: c.seq), []

@@ -40,7 +40,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "client_gone", "the client closed the connection")
     _set_user_timeout(transport.get_extra_info("socket"))
     chunked = request.version >= HttpVersion11
-    viewer = Viewer(video_id, transport, chunked=chunked, max_buffer=config.viewer_buffer)
+    viewer = Viewer(video_id, transport, chunked=chunked, max_buffer=config.viewer_buffer, gone=hub.leave)
     try:
         head = await hub.join(viewer)
     except Exception as e:
@@ -52,13 +52,31 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         await resp.write(sse.retry_frame(config.retry_ms))
         last_sent = await _catch_up(resp, hub, viewer, head, since)
-        tail = b"".join(viewer.go_live(last_sent))
-        if tail:  # a viewer this far behind is caught by the next fan-out's bound check
-            viewer.send(tail)
-        await viewer.closed  # set by the hub (slow, shutdown); cancelled on disconnect
-    finally:
+    except BaseException:
         hub.leave(viewer)
+        raise
+    if viewer.dropped is not None:  # slow or shutdown while catching up: its transport is closing
+        hub.leave(viewer)
+        return resp
+    _release(request)
+    viewer.go_live(last_sent)
     return resp
+
+
+def _release(request: web.Request) -> None:
+    """Make aiohttp let go of a live stream's connection, which the Viewer takes next.
+
+    Keeping the handler waiting for the stream's end would keep aiohttp's request,
+    response, parser, timers and two tasks per open stream: ~10 KB each, against ~1.5 KB
+    for the transport and the Viewer. aiohttp has no call to hand a connection over, so
+    this is the trick: take the transport from its protocol, then tell that protocol the
+    connection is lost. It drops all of its per-connection state, and with no transport
+    it writes nothing more (its end-of-response write fails as a client disconnect would)
+    and closes nothing. tests/test_stream.py holds aiohttp to this.
+    """
+    protocol = request.protocol
+    protocol.transport = None
+    protocol.connection_lost(None)
 
 
 async def _catch_up(resp: web.StreamResponse, hub: Hub, viewer: Viewer, head: int, since: int | None) -> int:

@@ -25,6 +25,9 @@ def retry_frame(retry_ms: int) -> bytes:
     return b"retry: %d\n\n" % retry_ms
 
 
+LAST_CHUNK = b"0\r\n\r\n"  # ends a chunked response cleanly
+
+
 def chunk(data: bytes) -> bytes:
     """HTTP/1.1 chunked transfer framing of data."""
     return b"%x\r\n%s\r\n" % (len(data), data)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Callable
 
 from livecomments import sse
 from livecomments.model import Comment
@@ -11,25 +13,35 @@ from livecomments.model import Comment
 # framing is added once per fan-out write (hub._fanout), which may join several frames.
 Frame = tuple[int, bytes]
 
+NOT_LIVE = sys.maxsize  # `after` of a viewer not (or no longer) written by the fan-out's hot path
+
 
 def build_frame(comment: Comment) -> Frame:
     return comment.seq, sse.comment_frame(comment)
 
 
-class Viewer:
-    """One SSE connection. Until `go_live()` it holds live frames (the resume seam);
-    after it, frames go straight to the transport, except those at or below `after`
-    (the last seq its backlog read sent: storage may be ahead of the broker).
+class Viewer(asyncio.Protocol):
+    """One SSE connection, in two phases.
 
-    The slow-viewer bound is the transport's own write buffer: past `max_buffer`
-    bytes the connection is aborted and counted, so memory never grows with a
-    stalled peer, and the EventSource reconnects with Last-Event-ID.
+    Joining: the aiohttp handler owns the connection and writes the backlog, while the
+    viewer holds the live frames that arrive meanwhile (the resume seam).
+
+    Live (`go_live`): the viewer becomes the connection's protocol, and the handler,
+    its request and its tasks are gone; an idle stream then costs a transport and this
+    object. Frames go straight to the transport, except those at or below `after` (the
+    last seq the backlog sent: storage may be ahead of the broker).
+
+    The slow-viewer bound is the transport's write buffer (`pause_writing` past
+    `max_buffer`, or held frames past it while joining): the connection is aborted, so
+    memory never grows with a stalled peer, and the EventSource reconnects with
+    Last-Event-ID. `gone` is called once the connection is lost after going live.
     """
 
-    __slots__ = ("video_id", "transport", "chunked", "max_buffer", "held", "held_bytes", "after", "closed")
+    __slots__ = ("video_id", "transport", "chunked", "max_buffer", "held", "held_bytes", "after", "dropped", "_gone")
 
     def __init__(
-        self, video_id: str, transport: asyncio.WriteTransport, *, chunked: bool, max_buffer: int
+        self, video_id: str, transport: asyncio.WriteTransport, *, chunked: bool, max_buffer: int,
+        gone: Callable[[Viewer], None],
     ) -> None:
         self.video_id = video_id
         self.transport = transport
@@ -37,37 +49,70 @@ class Viewer:
         self.max_buffer = max_buffer
         self.held: list[Frame] | None = []
         self.held_bytes = 0
-        self.after = -1  # set by go_live()
-        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.after = NOT_LIVE
+        self.dropped: str | None = None  # why the server ended it: "slow" or "shutdown"
+        self._gone = gone
 
-    def offer(self, frames: list[Frame]) -> bool:
-        """The slow path of a fan-out: hold the frames, or write those after `after`.
-        False means the viewer is too slow and must go."""
+    def offer(self, frames: list[Frame]) -> None:
+        """The slow path of a fan-out: hold the frames, or write those after `after`."""
+        if self.dropped is not None:
+            return
         held = self.held
         if held is not None:
             held.extend(frames)
             self.held_bytes += sum(len(frame[1]) for frame in frames)
-            return self.held_bytes <= self.max_buffer
+            if self.held_bytes > self.max_buffer:
+                self.drop("slow")
+            return
         data = b"".join(frame[1] for frame in frames if frame[0] > self.after)
-        return self.send(data) if data else True
+        if data:
+            self.send(data)
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes) -> None:
         """Write SSE bytes framed for this connection (one HTTP chunk, or raw on HTTP/1.0)."""
-        return self.write(sse.chunk(data) if self.chunked else data)
+        self.write(sse.chunk(data) if self.chunked else data)
 
-    def write(self, data: bytes) -> bool:
-        """Write bytes already framed for this connection; False: past the slow-viewer bound."""
+    def write(self, data: bytes) -> None:
+        """Write bytes already framed for this connection."""
         transport = self.transport
-        if transport.is_closing():
-            return True  # the handler is being cancelled; it leaves the hub itself
-        transport.write(data)
-        return transport.get_write_buffer_size() <= self.max_buffer
+        if not transport.is_closing():  # lost, not yet told: connection_lost is on its way
+            transport.write(data)
 
-    def go_live(self, last_sent: int) -> list[bytes]:
-        """End the seam: return the held frames after last_sent, and write directly from now on."""
+    def go_live(self, last_sent: int) -> None:
+        """End the seam: take the connection (the caller makes aiohttp let go of it first),
+        then write the held frames after last_sent, and every frame directly from now on."""
         held, self.held, self.held_bytes, self.after = self.held or [], None, 0, last_sent
-        return [frame[1] for frame in held if frame[0] > last_sent]
+        transport = self.transport
+        transport.set_protocol(self)
+        transport.set_write_buffer_limits(high=self.max_buffer)
+        tail = b"".join(frame[1] for frame in held if frame[0] > last_sent)
+        if tail:
+            self.send(tail)
+        if transport.get_write_buffer_size() > self.max_buffer:  # already past it: no pause_writing comes
+            self.drop("slow")
 
-    def close(self, reason: str) -> None:
-        if not self.closed.done():
-            self.closed.set_result(reason)
+    def drop(self, reason: str) -> None:
+        """End the stream from the server side: "slow" aborts, "shutdown" ends it cleanly."""
+        if self.dropped is not None:
+            return
+        self.dropped, self.after = reason, NOT_LIVE
+        transport = self.transport
+        if reason == "slow":
+            # Deferred: pause_writing is called from inside transport.write().
+            asyncio.get_running_loop().call_soon(transport.abort)
+        else:
+            if self.held is None and self.chunked and not transport.is_closing():
+                transport.write(sse.LAST_CHUNK)
+            transport.close()
+
+    # -- asyncio.Protocol, once live ------------------------------------------
+
+    def pause_writing(self) -> None:
+        self.drop("slow")
+
+    def data_received(self, data: bytes) -> None:
+        pass  # an SSE client sends nothing after its request
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.after = NOT_LIVE
+        self._gone(self)
