@@ -173,3 +173,25 @@ async def test_a_realtime_process_without_viewers_is_not_ready_while_redis_is_do
     assert await status(session, f"{rt.url}/healthz") == 200
     redis_server.start()
     await until_status(session, f"{rt.url}/readyz", 200)
+
+
+@pytest.mark.parametrize("strategy", ["broadcast", "partitioned"])
+async def test_a_realtime_process_started_before_redis_becomes_ready_when_it_comes_up(
+    strategy, spawn, session, tmp_path
+):
+    redis = RedisProcess(tmp_path / "late-redis")  # its port is chosen; nothing listens there yet
+    try:
+        _, (rt,) = start_system(spawn, tmp_path, strategy, redis.url, realtimes=1)
+        async with session.get(f"{rt.url}/readyz") as r:
+            assert r.status == 503 and "redis" in (await r.json())["reason"]
+        assert await status(session, f"{rt.url}/healthz") == 200
+        assert await status(session, f"{rt.url}/v1/videos/{V1}/stream") == 503  # would show nothing
+        redis.start()
+        await until_status(session, f"{rt.url}/readyz", 200)
+        stream = await open_stream(session, rt.url, V1)
+        writer = spawn("--role", "writer", "--strategy", strategy, "--broker", redis.url,
+                       "--storage", f"sqlite:///{tmp_path}/shared.db", "--partitions", str(PARTITIONS))
+        await post(session, writer.url, V1, text="late")
+        assert [c["text"] for c in await stream.comments(1)] == ["late"]
+    finally:
+        redis.stop()
