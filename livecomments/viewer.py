@@ -81,7 +81,8 @@ class Viewer(asyncio.Protocol):
     def go_live(self, last_sent: int) -> None:
         """End the seam: take the connection (the caller makes aiohttp let go of it first),
         then write the held frames after last_sent, and every frame directly from now on."""
-        held, self.held, self.held_bytes, self.after = self.held or [], None, 0, last_sent
+        held, self.held, self.held_bytes, self.after = self.held, None, 0, last_sent
+        assert held is not None, "go_live() ends the seam once"
         transport = self.transport
         transport.set_protocol(self)
         transport.set_write_buffer_limits(high=self.max_buffer)
@@ -114,5 +115,4 @@ class Viewer(asyncio.Protocol):
         pass  # an SSE client sends nothing after its request
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.after = NOT_LIVE
-        self._gone(self)
+        self._gone(self)  # the hub forgets it: no fan-out reaches it again
