@@ -130,3 +130,24 @@ async def test_stale_but_connected_link_is_noticed_by_ping(broker, redis_server)
     async with asyncio.timeout(10):
         await rec.reset.wait()
     assert server_channels(redis_server) == {"lc:a"}
+
+
+async def test_held_channels_are_subscribed_once_a_late_redis_comes_up(tmp_path):
+    redis = RedisProcess(tmp_path / "late")  # its port is chosen; nothing listens there yet
+    rec, b = Recorder(), RedisBroker(redis.url)
+    try:
+        await b.start(rec.on_message, rec.on_reset, held=["lc:all"])
+        await until(lambda: "redis link down" in b.not_ready_reason, 5)
+        assert not b.ready
+        redis.start()
+        async with asyncio.timeout(10):
+            await rec.reset.wait()  # whatever was published before now must be read back
+        assert b.ready and server_channels(redis) == {"lc:all"}  # ready only once it is held
+        writer = RedisBroker(redis.url)
+        await writer.start(None, lambda: None)
+        await writer.publish("lc:all", b"late")
+        assert await rec.wait_for(1) == [("lc:all", b"late")]
+        await writer.close()
+    finally:
+        await b.close()
+        redis.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 OnMessage = Callable[[str, bytes], None]  # sync; runs on the loop; must not await or block
@@ -25,9 +25,11 @@ class Broker(Protocol):
     @property
     def not_ready_reason(self) -> str: ...
 
-    async def start(self, on_message: OnMessage | None, on_reset: OnReset) -> None:
+    async def start(self, on_message: OnMessage | None, on_reset: OnReset, held: Iterable[str] = ()) -> None:
         """on_message None: a publish-only process (a writer), which holds no subscriber link.
-        Otherwise the link is opened now, so readiness tracks it before the first subscribe."""
+        Otherwise the link is opened now, so readiness tracks it before the first subscribe.
+        `held`: channels subscribed for the life of the process, from the first session on
+        (however late the broker comes up); the broker is not ready until they are confirmed."""
         ...
     async def publish(self, channel: str, data: bytes) -> None: ...
     async def subscribe(self, *channels: str) -> None: ...

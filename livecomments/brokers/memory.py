@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from livecomments.brokers.base import OnMessage, OnReset
 
 
@@ -20,8 +22,9 @@ class MemoryBroker:
     def not_ready_reason(self) -> str:
         return ""
 
-    async def start(self, on_message: OnMessage | None, on_reset: OnReset) -> None:
+    async def start(self, on_message: OnMessage | None, on_reset: OnReset, held: Iterable[str] = ()) -> None:
         self._on_message = on_message
+        self._channels.update(held)
 
     async def publish(self, channel: str, data: bytes) -> None:
         if self._on_message is not None and channel in self._channels:

@@ -78,10 +78,11 @@ class RedisBroker:
     def not_ready_reason(self) -> str:
         return "" if self.ready else self._reason
 
-    async def start(self, on_message: OnMessage | None, on_reset: OnReset) -> None:
+    async def start(self, on_message: OnMessage | None, on_reset: OnReset, held: Iterable[str] = ()) -> None:
         if on_message is None:
             return  # publish-only: no subscriber link, always ready
         self._on_message, self._on_reset = on_message, on_reset
+        self._wanted.update(held)  # every session subscribes to these, the first one included
         # Listen from the start, even with no channel yet: /readyz must say "not ready" while a
         # realtime process could not receive, not only once its first viewer subscribes.
         self._supervisor = asyncio.create_task(self._supervise())

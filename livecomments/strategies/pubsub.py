@@ -13,7 +13,10 @@ log = logging.getLogger(__name__)
 
 
 class PubSubStrategy:
-    """Subclasses name the channel of a video and decide what to subscribe to."""
+    """Subclasses name the channel of a video and decide what to subscribe to:
+    `held` channels for the life of a realtime process, others in watch()."""
+
+    held: tuple[str, ...] = ()
 
     def __init__(self, broker: Broker, metrics: Metrics) -> None:
         self._broker = broker
@@ -31,8 +34,11 @@ class PubSubStrategy:
         return self._broker.not_ready_reason
 
     async def start(self, deliver: Deliver | None, on_reset: OnReset) -> None:
-        on_message = None if deliver is None else decoder(deliver, self._metrics)
-        await self._broker.start(on_message, on_reset)
+        if deliver is None:
+            await self._broker.start(None, on_reset)
+            return
+        await self._broker.start(decoder(deliver, self._metrics), on_reset, self.held)
+        self._metrics.subscriptions.set(len(self.held))
 
     async def publish(self, comment: Comment) -> None:
         try:
