@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # binary:debian-package pairs the test suite starts for itself
-SYSTEM_DEPS := redis-server:redis-server redis-cli:redis-tools nginx:nginx etcd:etcd-server haproxy:haproxy
+SYSTEM_DEPS := redis-server:redis-server redis-cli:redis-tools nginx:nginx etcd:etcd-server haproxy:haproxy chromium:chromium
 
-.PHONY: serve test system-deps bench lint clean
+.PHONY: serve test system-deps bench lint clean chaos screenshots
 
 $(VENV)/.run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(VENV)/.run: pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.run
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[all,test,bench]'
 	touch $@
 
 serve: $(VENV)/.run
@@ -42,8 +42,20 @@ lint: $(VENV)/.test
 	$(PY) -m ruff check livecomments tests benchmarks
 	$(PY) -m mypy livecomments
 
-bench: $(VENV)/.test
-	$(PY) -m benchmarks
+# The quick suite end to end (a few minutes); its reports go to benchmarks/scratch/, never results/.
+# Full runs, one at a time on a quiet machine: see README "Reproduce every number".
+bench: system-deps $(VENV)/.test
+	$(VENV)/bin/livecomments bench all --quick
+
+# The fault suite (not part of `make test`: ~4 min); its table goes to benchmarks/results/chaos.md.
+# `$(PY) -m benchmarks.chaos --quick` is the 1.5-minute version (its table goes to a temp dir).
+chaos: system-deps $(VENV)/.test
+	$(PY) -m benchmarks.chaos
+
+# The demo page at desktop and phone widths, and the cluster dashboard under load (headless Chromium) → docs/screenshots/*.png
+screenshots: system-deps $(VENV)/.test
+	$(PY) -m docs.screenshots.take
+	$(PY) -m docs.screenshots.take_dashboard
 
 clean:
 	rm -rf $(VENV) livecomments.db livecomments.db-wal livecomments.db-shm

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -10,24 +11,40 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from livecomments import internal, realtime, writer
+from livecomments import cors, demo_routes, internal, realtime, videos, writer
+from livecomments.access import observe_middleware
 from livecomments.app_keys import CONFIG, HUB, METRICS, SERVER_ID, STORAGE, STRATEGY
-from livecomments.config import Config
-from livecomments.errors import error_middleware
+from livecomments.auth import AUTHENTICATOR, Authenticator, identity_middleware, load_verifier
+from livecomments.clientaddr import TRUSTED_PROXIES, parse_networks
+from livecomments.config import Config, mask_url
+from livecomments.edge import Edge, EdgeRunner, raise_fd_limit
+from livecomments.errors import STORAGE_UNAVAILABLE, error_middleware, link_down_code, not_ready_body
 from livecomments.hub import Hub
+from livecomments.logs import setup_logging
 from livecomments.metrics import Metrics
+from livecomments.ratelimit import rate_limit_ctx
 from livecomments.storage.base import open_storage
+from livecomments.storage.retention import run_retention
 from livecomments.strategies.base import open_strategy
 
 log = logging.getLogger(__name__)
 
 
+class StartError(RuntimeError):
+    """A component cannot start (storage unreachable, …); the message is one line for the user."""
+
+
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body)
+    # observe first (outermost): it sees every answer as sent, the other middlewares' refusals included
+    # cors preflights before everything that could refuse them; identity after the error shape
+    cors_first = [cors.preflight_middleware] if config.cors_origins else []
+    app = web.Application(middlewares=[observe_middleware, *cors_first, error_middleware, identity_middleware],
+                          client_max_size=config.body_limit)
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[SERVER_ID] = config.server_id
     app.cleanup_ctx.extend([storage_ctx, strategy_ctx])
+    _add_identity(app, config)
     app.on_response_prepare.append(add_served_by)
     if config.serves_realtime:
         app.on_shutdown.append(close_streams)
@@ -36,16 +53,54 @@ def create_app(config: Config) -> web.Application:
             internal.add_routes(app, app)
     if config.serves_writer:
         writer.add_routes(app)
+        demo_routes.add_routes(app)
+    videos.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
 
 
+def _add_identity(app: web.Application, config: Config) -> None:
+    """Tokens, rate limits, trusted proxies and CORS (auth.py, ratelimit.py, clientaddr.py, cors.py)."""
+    verifier = load_verifier(config.auth_jwt_secret, config.auth_jwt_public_key)
+    if verifier is not None:
+        app[AUTHENTICATOR] = Authenticator(verifier, audience=config.auth_jwt_audience, issuer=config.auth_jwt_issuer)
+    elif config.serves_writer:
+        log.warning("posting is open: no auth_jwt_secret or auth_jwt_public_key, anyone may post as anyone")
+    app[TRUSTED_PROXIES] = parse_networks(config.trusted_proxies)
+    if config.serves_writer:
+        app.cleanup_ctx.append(rate_limit_ctx)
+    if config.cors_origins:
+        cors.install(app, config.cors_origins)
+
+
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    app[STORAGE] = await open_storage(config.storage, group_commit=config.group_commit)
+    try:
+        app[STORAGE] = await open_storage(
+            config.storage, group_commit=config.group_commit, max_pending=config.max_pending_posts,
+        )
+    except Exception as e:  # DNS, refused, bad password, unwritable file: name the storage, in one line
+        raise StartError(f"cannot open storage {mask_url(config.storage)}: {e or type(e).__name__}") from None
+    metrics = app[METRICS]
+
+    def observe_commit(seconds: float, size: int) -> None:
+        metrics.storage_commit_seconds.observe(seconds)
+        metrics.storage_batch_size.observe(size)
+
+    app[STORAGE].observe_commits(observe_commit)
+    retention = None
+    if config.serves_writer:  # retention, and housekeeping of bans and slow mode
+        retention = asyncio.create_task(run_retention(
+            app[STORAGE], keep_comments=config.retention_comments, keep_days=config.retention_days,
+            interval=config.retention_interval,
+        ))
     yield
+    if retention is not None:
+        retention.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retention
     await app[STORAGE].close()  # after the server stopped: every acknowledged post is committed
 
 
@@ -57,10 +112,11 @@ async def strategy_ctx(app: web.Application) -> AsyncIterator[None]:
         hub = app[HUB] = Hub(
             app[STORAGE], strategy, app[METRICS], backlog_limit=config.backlog_limit,
             linger=config.unwatch_linger, ping_interval=config.ping_interval,
+            repair_interval=config.repair_interval,
             batch_ms=config.batch_ms, batch_adaptive=config.batch_adaptive,
-            batch_hot=config.batch_hot,
+            batch_hot=config.batch_hot, viewers_interval=config.viewers_interval,
         )
-        await strategy.start(hub.deliver, hub.resync)
+        await strategy.start(hub.deliver, hub.resync, hub.counts.on_counts)
         hub.start()
     else:
         await strategy.start(None, lambda: None)
@@ -90,8 +146,12 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     strategy = request.app[STRATEGY]
     if not strategy.ready:
-        reason = strategy.not_ready_reason or "not ready"
-        return web.json_response({"status": "not_ready", "reason": reason}, status=503)
+        expose = request.app[CONFIG].expose_errors
+        body = not_ready_body(link_down_code(strategy.name), strategy.not_ready_reason, expose=expose)
+        return web.json_response(body, status=503)
+    if request.app[CONFIG].serves_writer and not await request.app[STORAGE].healthy():  # posts cannot be stored
+        body = not_ready_body(STORAGE_UNAVAILABLE, "storage cannot store comments", expose=request.app[CONFIG].expose_errors)
+        return web.json_response(body, status=503)
     return web.json_response({"status": "ready"})
 
 
@@ -101,7 +161,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def run(config: Config) -> None:
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(config.log_level, config.log_format)
     try:
         import uvloop
     except ImportError:
@@ -111,19 +171,24 @@ def run(config: Config) -> None:
 
 
 async def serve(config: Config) -> None:
+    log.info("open-file limit: %d", raise_fd_limit())
     # Bind first: with --port 0 the advertised URL (dispatcher pushes) is known only now.
     public = _bind(config.host, config.port)
     private = None
-    if config.strategy == "dispatcher" and config.serves_realtime and config.internal_port:
+    # Pushes get a listener of their own, off the public port (see internal.py): internal_port,
+    # or a free one when advertise_url does not already say where pushes arrive.
+    if config.strategy == "dispatcher" and config.serves_realtime and (config.internal_port or not config.advertise_url):
         private = _bind(config.host, config.internal_port)
+        config = config.replace(internal_port=private.getsockname()[1])
     if config.strategy == "dispatcher" and not config.advertise_url:
         host, port = (private or public).getsockname()[:2]
         if host in ("0.0.0.0", "::"):
             host = socket.gethostname()
         config = config.replace(advertise_url=f"http://{host}:{port}")
     app = create_app(config)
-    runner = web.AppRunner(
-        app, handler_cancellation=True, shutdown_timeout=config.shutdown_timeout, access_log=None,
+    runner = EdgeRunner(
+        app, Edge.from_config(config), handler_cancellation=True, keepalive_timeout=config.keepalive_timeout,
+        shutdown_timeout=config.shutdown_timeout, access_log=None,
     )
     await runner.setup()
     internal_runner = None
@@ -131,9 +196,11 @@ async def serve(config: Config) -> None:
         if private is not None:  # /internal/v1/deliver alone on its own port
             internal_app = web.Application(middlewares=[error_middleware])
             internal.add_routes(internal_app, app)
-            internal_runner = web.AppRunner(internal_app, access_log=None)
+            internal_runner = EdgeRunner(internal_app, Edge.from_config(config), access_log=None,
+                                         keepalive_timeout=config.keepalive_timeout)
             await internal_runner.setup()
             await web.SockSite(internal_runner, private).start()
+            print(f"livecomments pushes accepted on http://{config.host}:{config.internal_port}", flush=True)
         # aiohttp listen()s again with its own backlog (128): keep ours, or a burst of
         # reconnecting viewers overflows it and waits out SYN retransmits (1 s, 3 s).
         await web.SockSite(runner, public, backlog=1024).start()

@@ -1,37 +1,46 @@
-"""`livecomments bench …`: the benchmarks in benchmarks/ (from a checkout; = `python -m benchmarks`)."""
+"""`livecomments bench …`: every benchmark, from the installed package (livecomments/benchmarks/).
+
+A full run updates the committed reports (benchmarks/results/ of the checkout it runs in); --quick
+runs tiny sizes into a git-ignored scratch folder, so a smoke run never replaces real figures.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import importlib.util
+import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
-RESULTS = Path("benchmarks/results")
+T = TypeVar("T")
+# What the benchmarks import beyond the base install: the bench extra.
+BENCH_MODULES = ("numpy", "matplotlib", "tqdm", "uvloop")
+MISSING_EXTRA = "livecomments bench needs the bench extra: pip install 'livecomments[bench]'"
 
 
-def _benchmarks() -> Any:
-    try:
-        import benchmarks
-    except ModuleNotFoundError:
-        raise click.ClickException(
-            "benchmarks/ is not importable: run from the repository's top directory"
-        ) from None
-    return benchmarks
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    import uvloop
 
-
-def _run(coro: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def _out_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    help_text = "report directory [default: benchmarks/results/, or benchmarks/scratch/ with --quick]"
+    return click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help=help_text)(func)
+
+
+def _quick_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--quick", is_flag=True, help="tiny sizes, a smoke run; writes to the scratch folder")(func)
 
 
 @click.group()
 def bench() -> None:
-    """Measure the strategies, the writer and history paging; reports go to benchmarks/results/."""
+    """Measure strategies, fan-out, writes and history paging; `bench all --quick` is the smoke suite."""
+    missing = [name for name in BENCH_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise click.ClickException(f"{MISSING_EXTRA} ({', '.join(missing)} not installed)")
 
 
 @bench.command()
@@ -55,57 +64,116 @@ def bench() -> None:
     "--policy",
     "policies",
     multiple=True,
-    type=click.Choice(["round-robin", "hash"]),
-    help="load-balancing policies to run (repeatable; default both)",
+    type=click.Choice(["round-robin", "hash", "bounded"]),
+    help="load-balancing policies to run (repeatable; default all)",
 )
+@click.option("--balance-factor", default=1.25, show_default=True, type=click.FloatRange(min=1.0, min_open=True),
+              help="bounded: no server above this × the mean viewers")
 @click.option("--only", multiple=True, help="run only these strategies/labels (repeatable)")
-@click.option("--quick", is_flag=True, help="tiny run for smoke tests")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS, show_default=True)
-@click.option("--progress/--no-progress", default=True)
+@_quick_option
+@_out_option
+@click.option("--progress/--no-progress", default=None, help="progress bars [default: on a terminal]")
 def strategies(
-    quick: bool, out: Path, only: tuple[str, ...], policies: tuple[str, ...], **knobs: Any
+    quick: bool, out: Path | None, only: tuple[str, ...], policies: tuple[str, ...], progress: bool | None,
+    **knobs: Any,
 ) -> None:
     """Every strategy × load-balancing policy on a local cluster."""
-    _benchmarks()
-    from benchmarks import strategies as strat
+    from livecomments.benchmarks import strategies as strat
+    from livecomments.benchmarks.common import out_dir
+
+    knobs["progress"] = sys.stderr.isatty() if progress is None else progress  # a log gets no bar redraws
 
     if quick:
         knobs.update(servers=2, videos=10, viewers=40, rate=20.0, warmup=0.5, duration=1.5, partitions=4)
-    settings = strat.Settings(**knobs, policies=policies or ("round-robin", "hash"))
+    if policies:
+        knobs["policies"] = policies
+    settings = strat.Settings(**knobs)
     results = _run(strat.run(settings, only))
-    click.echo(strat.write_report(results, settings, out))
+    click.echo(strat.write_report(results, settings, out_dir(quick, out), quick))
     if any(r["status"] != "ok" for r in results):
-        click.echo("some cases failed to start: see the table", err=True)
+        raise click.ClickException("some cases failed to start: see the table")
 
 
 @bench.command()
 @click.option("--posters", default=64, show_default=True, help="concurrent posting clients")
 @click.option("--posts", default=5000, show_default=True, help="posts per scenario")
-@click.option("--quick", is_flag=True, help="tiny run for smoke tests")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS, show_default=True)
-def write(posters: int, posts: int, quick: bool, out: Path) -> None:
+@_quick_option
+@_out_option
+def write(posters: int, posts: int, quick: bool, out: Path | None) -> None:
     """Stored comments/s and POST latency: hot video vs 1,000 videos, group commit on vs off."""
-    _benchmarks()
-    from benchmarks import write as wb
+    from livecomments.benchmarks import write as wb
+    from livecomments.benchmarks.common import out_dir
 
     if quick:
         posters, posts = 8, 200
     results = _run(wb.run(posters, posts))
-    click.echo(wb.write_report(results, posters, posts, out))
+    click.echo(wb.write_report(results, posters, posts, out_dir(quick, out), quick))
 
 
 @bench.command()
 @click.option("--comments", default=1_000_000, show_default=True, help="comments in the one video")
 @click.option("--repeats", default=200, show_default=True, help="pages timed per depth and method")
 @click.option("--depth", "depths", multiple=True, type=int, help="default: 10, 1000, 100000")
-@click.option("--quick", is_flag=True, help="tiny run for smoke tests")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=RESULTS, show_default=True)
-def history(comments: int, repeats: int, depths: tuple[int, ...], quick: bool, out: Path) -> None:
+@_quick_option
+@_out_option
+def history(comments: int, repeats: int, depths: tuple[int, ...], quick: bool, out: Path | None) -> None:
     """Page time at depth 10 / 1,000 / 100,000: cursor vs offset."""
-    _benchmarks()
-    from benchmarks import history as hb
+    from livecomments.benchmarks import history as hb
+    from livecomments.benchmarks.common import out_dir
 
     if quick:
         comments, repeats, depths = 5000, 20, (10, 1000)
     results = _run(hb.run(comments, repeats, depths or (10, 1000, 100_000)))
-    click.echo(hb.write_report(results, comments, repeats, out))
+    click.echo(hb.write_report(results, comments, repeats, out_dir(quick, out), quick))
+
+
+def _numbers(kind: Callable[[str], T]) -> Callable[[str | None], list[T] | None]:
+    def parse(text: str | None) -> list[T] | None:
+        try:
+            return [kind(x) for x in text.split(",") if x] if text else None
+        except ValueError:
+            raise click.BadParameter(f"{text!r}: expected comma-separated numbers") from None
+
+    return parse
+
+
+@bench.command()
+@click.option("--viewers", default="1000,5000,10000", show_default=True, help="viewer counts W, comma-separated")
+@click.option("--rates", default=None, help="comments/s steps, comma-separated [default: 5k…2M deliveries/s over W]")
+@click.option("--duration", default=1.0, show_default=True, help="measured seconds per step")
+@click.option("--warmup", default=0.3, show_default=True, help="seconds at each rate before measuring")
+@click.option("--targets", default=None, help="servers to run, comma-separated [default: all]")
+@click.option("--setup-peer", is_flag=True, help="first install the peer stack into its own venv")
+@click.option("--pin/--no-pin", default=True, show_default=True, help="server on core 0, load generator on core 1")
+@_quick_option
+@_out_option
+def fanout(viewers: str, rates: str | None, duration: float, warmup: float, targets: str | None,
+           setup_peer: bool, pin: bool, quick: bool, out: Path | None) -> None:
+    """One realtime process, one hot video: livecomments vs the floor (a minimal asyncio fan-out, the
+    cost of the work itself) vs the peer (Starlette + sse-starlette + broadcaster), at rising rates."""
+    from livecomments.benchmarks.common import out_dir
+    from livecomments.benchmarks.fanout import run, servers
+
+    chosen = targets.split(",") if targets else list(servers.TARGETS)
+    unknown = sorted(set(chosen) - set(servers.TARGETS))
+    if unknown:
+        raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(servers.TARGETS)}", param_hint="--targets")
+    settings = run.Settings(out_dir(quick, out), _numbers(int)(viewers) or [1000], _numbers(float)(rates),
+                            duration, warmup, chosen, quick, pin)
+    if quick:
+        settings.viewers, settings.duration, settings.warmup = [200], 0.5, 0.2
+        settings.rates = settings.rates or [50.0, 500.0]
+    if setup_peer:
+        servers.setup_peer()
+    run.run(settings, click.echo)
+
+
+@bench.command("all")
+@_quick_option
+@_out_option
+@click.pass_context
+def all_benchmarks(ctx: click.Context, quick: bool, out: Path | None) -> None:
+    """Every benchmark in turn (`make bench` runs it with --quick: a few minutes)."""
+    for command in (strategies, fanout, write, history):
+        click.echo(f"== livecomments bench {command.name}{' --quick' if quick else ''}", err=True)
+        ctx.invoke(command, quick=quick, out=out)  # click fills in the command's other defaults

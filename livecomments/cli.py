@@ -7,10 +7,10 @@ from typing import Any
 import click
 
 from livecomments import __version__
-from livecomments.config import ROLES, STRATEGIES, Config, ConfigError, load, options
+from livecomments.config import ROLES, STRATEGIES, Config, ConfigError, load, masked, options
 
 CHOICES = {"role": click.Choice(ROLES), "strategy": click.Choice(STRATEGIES)}
-TYPES = {str: click.STRING, int: click.INT, float: click.FLOAT}
+TYPES = {str: click.STRING, int: click.INT, float: click.FLOAT, tuple: click.STRING}  # tuple: comma-separated
 
 
 def _config_options(func: Any) -> Any:
@@ -49,11 +49,13 @@ def serve(config_file: str | None, print_config: bool, **flags: Any) -> None:
     if print_config:
         click.echo(to_toml(config), nl=False)
         return
-    from livecomments.app import run
+    from livecomments.app import StartError, run
 
     try:
         run(config)
-    except OSError as e:  # port in use, unreadable database, unreachable broker at start
+    except StartError as e:  # a component that cannot start names itself
+        raise click.ClickException(str(e)) from None
+    except OSError as e:  # port in use
         raise click.ClickException(f"cannot start: {e}") from None
 
 
@@ -61,12 +63,13 @@ def to_toml(config: Config) -> str:
     lines = []
     for name, typ, _, _ in options():
         value = getattr(config, name)
-        if name == "cluster_secret" and value:
-            value = "********"  # printed configs end up in logs and tickets
         if typ is bool:
             lines.append(f"{name} = {'true' if value else 'false'}")
+        elif typ is tuple:
+            items = ", ".join('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in value)
+            lines.append(f"{name} = [{items}]")
         elif typ is str:
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            escaped = masked(name, value).replace("\\", "\\\\").replace('"', '\\"')
             lines.append(f'{name} = "{escaped}"')
         else:
             lines.append(f"{name} = {value!r}")
@@ -78,9 +81,11 @@ def _add_commands() -> None:
     from livecomments.bench import bench
     from livecomments.cluster import cluster
     from livecomments.lbconfig import lb_config
+    from livecomments.load_cmd import load
     from livecomments.simulate import simulate
+    from livecomments.token_cmd import token
 
-    for command in (lb_config, cluster, simulate, bench):
+    for command in (lb_config, cluster, simulate, bench, token, load):
         main.add_command(command)
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -11,6 +14,16 @@ from typing import Any
 ROLES = ("both", "writer", "realtime")
 STRATEGIES = ("broadcast", "partitioned", "dispatcher")
 ENV_PREFIX = "LIVECOMMENTS_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+REGISTRY_SCHEMES = ("memory://", "redis://", "rediss://", "etcd://")
+# URL schemes whose driver is an optional extra: (schemes, module, extra)
+DRIVERS = (
+    (("redis://", "rediss://", "redis+cluster://"), "redis", "redis"),
+    (("postgresql://", "postgres://"), "asyncpg", "postgres"),
+)
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
+_QUERY_SECRET = re.compile(r"((?:password|secret|token)=)[^&]*", re.IGNORECASE)
 
 
 def opt(default: Any, help_text: str) -> Any:
@@ -19,6 +32,29 @@ def opt(default: Any, help_text: str) -> Any:
 
 class ConfigError(ValueError):
     """A configuration that cannot work; the message is one line for the user."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (user:PASSWORD@host, ?password=…) hidden, for logs and messages."""
+    return _QUERY_SECRET.sub(r"\1********", _URL_PASSWORD.sub(r"\1********@", url))
+
+
+def masked(name: str, value: str) -> str:
+    """An option's value as it may be printed: secrets hidden (printed configs end up in tickets)."""
+    if name.endswith("_secret") or "password" in name:
+        return "********" if value else ""
+    return mask_url(value)
+
+
+def _require_driver(what: str, url: str) -> None:
+    for schemes, module, extra in DRIVERS:
+        if url.startswith(schemes):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                scheme = url.split("://", 1)[0]
+                raise ConfigError(f"{what} {scheme}:// needs the {extra} extra: "
+                                  f"pip install 'livecomments[{extra}]'") from None
 
 
 @dataclass(frozen=True)
@@ -32,26 +68,55 @@ class Config:
     port: int = opt(8080, "port to listen on (0 picks a free one)")
     server_id: str = opt("", "name in X-Served-By (default host:port)")
     advertise_url: str = opt("", "URL other processes reach this one at (dispatcher pushes)")
-    internal_port: int = opt(0, "separate port for /internal/v1/deliver (0 = the public port)")
+    internal_port: int = opt(0, "port for /internal/v1/deliver (0 = a free one, or the public port if advertise_url is given)")
     registry_ttl: float = opt(3.0, "dispatcher: seconds a crashed server stays registered")
     cluster_secret: str = opt("", "shared secret signing what processes send each other")
-    cursor_secret: str = opt("livecomments-cursor", "key that signs history cursors (same on every writer)")
+    cursor_secret: str = opt("", "key that signs history cursors (empty: a random one kept in the database)")
     partitions: int = opt(64, "partitioned strategy: channels (0 = one per video)")
     max_text: int = opt(2000, "max comment length in characters")
     max_author: int = opt(64, "max author length in characters")
-    max_body: int = opt(16384, "max request body in bytes")
+    max_body: int = opt(0, "max request body in bytes (0 = derived from max_text and max_author)")
+    expose_errors: bool = opt(False, "put internal details (broker/registry errors) in public replies, not only in the log")
+    header_timeout: float = opt(10.0, "seconds a client has to send a request's headers (from connect, or its first byte)")
+    body_timeout: float = opt(30.0, "seconds a client has to send a request's body once its headers arrived")
+    keepalive_timeout: float = opt(75.0, "seconds an idle keep-alive connection stays open")
+    max_connections: int = opt(4096, "connections handled at once per process, live streams not counted (0 = no cap)")
+    max_connections_per_address: int = opt(256, "of those, from one client address (0 = no cap)")
     page_limit: int = opt(200, "max comments per history page")
     ping_interval: float = opt(15.0, "seconds between SSE heartbeats (keep < proxy idle timeout)")
     retry_ms: int = opt(2000, "SSE retry: sent to EventSource clients")
     viewer_buffer: int = opt(1 << 20, "bytes queued to one viewer before it is cut as slow")
+    send_timeout: float = opt(10.0, "seconds a stream's catch-up write may wait for a stalled viewer before it is cut as slow")
+    max_streams: int = opt(10_000, "open SSE streams per process (lowered to fit the open files limit)")
+    max_streams_per_address: int = opt(100, "open SSE streams per client address; loopback not capped (0 = no cap)")
     backlog_limit: int = opt(1000, "comments read from storage per resume/repair query")
     unwatch_linger: float = opt(1.0, "seconds a video stays watched after its last viewer leaves")
+    repair_interval: float = opt(2.0, "seconds between head checks: a comment the broker lost reaches viewers within it")
+    viewers_interval: float = opt(2.0, "seconds between viewer count updates (event: viewers) and shares of local counts")
     batch_ms: float = opt(20.0, "fan-out: coalesce a video's comments per window of this many ms (0 = immediate)")
     batch_adaptive: bool = opt(True, "fan-out: hold comments only on hot videos (viewers x comments/s >= batch_hot)")
     batch_hot: int = opt(10_000, "adaptive batching: deliveries/s (viewers x comments/s) that make a video hot")
     group_commit: bool = opt(True, "group concurrent posts into one transaction")
+    max_pending_posts: int = opt(4096, "posts waiting for a storage commit before new ones get 503 overloaded")
+    retention_comments: int = opt(0, "comments kept per video, the newest (0 = keep all)")
+    retention_days: float = opt(0.0, "days a comment is kept (0 = forever)")
+    retention_interval: float = opt(60.0, "seconds between retention passes (each deletes in small batches)")
     shutdown_timeout: float = opt(5.0, "seconds to finish in-flight requests on SIGTERM")
+    auth_jwt_secret: str = opt("", "HS256 key (>= 32 bytes) that signs bearer tokens; empty with no public key: open posting")
+    auth_jwt_public_key: str = opt("", "PEM public key, or a path to one, verifying RS256/ES256/EdDSA bearer tokens")
+    auth_jwt_audience: str = opt("", "required `aud` of bearer tokens (empty: not checked)")
+    auth_jwt_issuer: str = opt("", "required `iss` of bearer tokens (empty: not checked)")
+    auth_streams: bool = opt(False, "streams, history and video info need a bearer token too (or ?access_token=)")
+    open_posting: bool = opt(False, "allow posting without tokens on a non-loopback address")
+    rate_limit_per_s: float = opt(1.0, "posts per second each user (or anonymous client address) sustains (0 = no limit)")
+    rate_limit_burst: int = opt(5, "posts a user may send at once before rate_limit_per_s applies (0 = no limit)")
+    rate_limit_redis: str = opt("", "redis://… sharing rate limits between writers (default: the broker when redis://)")
+    rate_limit_fail_open: bool = opt(True, "when the rate-limit Redis is down, accept posts (else refuse them with 503)")
+    trusted_proxies: tuple[str, ...] = opt((), "addresses/networks whose X-Forwarded-For is believed (comma-separated)")
+    cors_origins: tuple[str, ...] = opt((), "origins allowed to post and stream from a browser (comma-separated; * = any)")
     log_level: str = opt("info", "debug, info, warning or error")
+    log_format: str = opt("text", "text (one line per event) or json (one object per line)")
+    access_log: bool = opt(False, "log one line per request: method, path, status, duration, server id")
 
     @property
     def serves_writer(self) -> bool:
@@ -65,6 +130,18 @@ class Config:
     def broker_is_memory(self) -> bool:
         return self.broker.startswith("memory://")
 
+    @property
+    def derived_body_limit(self) -> int:
+        """Bytes of the largest valid comment body: every character of text and author sent
+        JSON-escaped as a surrogate pair (an emoji as \\ud83d\\ude00: 12 bytes), plus room for
+        the keys and whitespace. A valid comment never gets 413."""
+        return 12 * (self.max_text + self.max_author) + 1024
+
+    @property
+    def body_limit(self) -> int:
+        """The request body limit in force: max_body, or the derived one when max_body is 0."""
+        return self.max_body or self.derived_body_limit
+
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
@@ -76,7 +153,19 @@ class Config:
         if not self.broker.startswith(("memory://", "redis://", "rediss://", "redis+cluster://")):
             raise ConfigError(f"broker {self.broker!r}: use memory://, redis://HOST:PORT/DB or redis+cluster://HOST:PORT")
         if not self.storage.startswith(("sqlite://", "postgresql://", "postgres://")):
-            raise ConfigError(f"storage {self.storage!r}: use sqlite:///PATH or postgresql://…")
+            raise ConfigError(f"storage {mask_url(self.storage)!r}: use sqlite:///PATH or postgresql://…")
+        if self.storage.startswith("sqlite://") and not self.storage.startswith("sqlite:///"):
+            path = self.storage.removeprefix("sqlite://")  # sqlite://x.db would be a folder 'sqlite:'
+            raise ConfigError(f"storage {self.storage!r}: a SQLite URL has three slashes: sqlite:///{path} "
+                              f"(relative) or sqlite:////{path.lstrip('/')} (absolute)")
+        if self.storage in ("sqlite:///", "sqlite:////"):
+            raise ConfigError(f"storage {self.storage!r} names no file: use sqlite:///PATH")
+        if self.registry and not self.registry.startswith(REGISTRY_SCHEMES):
+            raise ConfigError(f"registry {mask_url(self.registry)!r}: use memory://, redis://HOST:PORT/DB or etcd://HOST:PORT")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
         if self.strategy == "dispatcher":
             if not self.registry:
                 raise ConfigError("the dispatcher strategy needs a registry: --registry memory://, redis://… or etcd://…")
@@ -87,26 +176,108 @@ class Config:
                 )
             if self.role != "both" and not self.cluster_secret:
                 raise ConfigError("the dispatcher across processes needs --cluster-secret to sign pushes")
+            if not self.cluster_secret and not self.registry.startswith("memory://"):
+                # Other processes find this one in a shared registry and push to it: unsigned, every push is refused.
+                raise ConfigError(f"a shared registry ({self.registry.split('://', 1)[0]}://) means pushes between "
+                                  "processes: give every process the same --cluster-secret")
         elif self.role != "both" and self.broker_is_memory:
             raise ConfigError(f"role {self.role} cannot reach other processes over the in-memory broker: use --broker redis://HOST:PORT/DB")
         if self.partitions < 0:
             raise ConfigError("partitions must be >= 0")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
-        for name in ("max_text", "max_author", "max_body", "page_limit", "viewer_buffer", "backlog_limit", "batch_hot"):
+        for name in ("max_text", "max_author", "page_limit", "viewer_buffer", "backlog_limit", "batch_hot"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        for name in ("max_body", "max_connections", "max_connections_per_address"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0")
+        if 0 < self.max_body < self.derived_body_limit:
+            raise ConfigError(f"max_body {self.max_body} is below the largest valid comment ({self.derived_body_limit} bytes): "
+                              "use 0 to derive it")
+        for name in ("header_timeout", "body_timeout", "keepalive_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+        if self.send_timeout <= 0:
+            raise ConfigError("send_timeout must be > 0")
+        if self.max_streams <= 0:
+            raise ConfigError("max_streams must be > 0")
+        if self.max_streams_per_address < 0:
+            raise ConfigError("max_streams_per_address must be >= 0 (0 = no cap)")
         if self.ping_interval <= 0:
             raise ConfigError("ping_interval must be > 0")
+        if self.repair_interval <= 0:
+            raise ConfigError("repair_interval must be > 0")
+        if self.viewers_interval <= 0:
+            raise ConfigError("viewers_interval must be > 0")
         if self.registry_ttl <= 0:
             raise ConfigError("registry_ttl must be > 0")
         if self.batch_ms < 0:
             raise ConfigError("batch_ms must be >= 0")
+        if self.max_pending_posts <= 0:
+            raise ConfigError("max_pending_posts must be > 0")
+        for name in ("retention_comments", "retention_days"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 = keep all)")
+        if self.retention_interval <= 0:
+            raise ConfigError("retention_interval must be > 0")
+        self._validate_identity()
+        _require_driver("storage", self.storage)
+        _require_driver(*(("registry", self.registry) if self.strategy == "dispatcher" else ("broker", self.broker)))
         return self
+
+    def _validate_identity(self) -> None:
+        """Tokens, rate limits, trusted proxies and CORS (see auth.py, ratelimit.py, clientaddr.py, cors.py)."""
+        from livecomments.auth import TokenKeyError, load_verifier
+        from livecomments.clientaddr import parse_networks
+
+        try:
+            load_verifier(self.auth_jwt_secret, self.auth_jwt_public_key)
+        except TokenKeyError as e:
+            raise ConfigError(str(e)) from None
+        authenticated = bool(self.auth_jwt_secret or self.auth_jwt_public_key)
+        if self.auth_streams and not authenticated:
+            raise ConfigError("auth_streams needs a token key: --auth-jwt-secret or --auth-jwt-public-key")
+        if self.serves_writer and not authenticated and not self.open_posting and not _is_loopback(self.host):
+            raise ConfigError(f"anyone could post as anyone on {self.host}: set --auth-jwt-secret or "
+                              "--auth-jwt-public-key, or pass --open-posting")
+        if self.rate_limit_per_s < 0 or self.rate_limit_burst < 0:
+            raise ConfigError("rate_limit_per_s and rate_limit_burst must be >= 0 (0 = no limit)")
+        if self.rate_limit_redis and not self.rate_limit_redis.startswith(("redis://", "rediss://")):
+            raise ConfigError(f"rate_limit_redis {mask_url(self.rate_limit_redis)!r}: use redis://HOST:PORT/DB")
+        if self.serves_writer and self.rate_limit_per_s and self.rate_limit_burst and self.rate_limit_url:
+            _require_driver("rate limits on", self.rate_limit_url)
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as e:
+            raise ConfigError(f"trusted_proxies: {e}") from None
+        for origin in self.cors_origins:
+            if origin != "*" and (not origin.startswith(("http://", "https://")) or origin.count("/") != 2):
+                raise ConfigError(f"cors_origins: {origin!r} is not an origin like https://example.com[:port]")
+
+    @property
+    def rate_limit_url(self) -> str:
+        """Where rate limits are shared: rate_limit_redis, else a redis:// broker, else "" (in-process)."""
+        if self.rate_limit_redis:
+            return self.rate_limit_redis
+        return self.broker if self.broker.startswith(("redis://", "rediss://")) else ""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _coerce(name: str, raw: Any, typ: type) -> Any:
     try:
+        if typ is tuple and isinstance(raw, str):  # flags and environment: comma-separated
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+        if typ is tuple and isinstance(raw, list) and all(isinstance(item, str) for item in raw):  # a TOML array
+            return tuple(raw)
         if typ is bool and isinstance(raw, str):
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True
@@ -126,7 +297,7 @@ def _coerce(name: str, raw: Any, typ: type) -> Any:
     raise ConfigError(f"{name}: {raw!r} is not a valid {typ.__name__}")
 
 
-_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "tuple[str, ...]": tuple}
 
 
 def load(

@@ -10,6 +10,12 @@ import hmac
 from livecomments.errors import ApiError
 
 _SIG = 9
+MAX_SEQ = 2**63 - 1  # BIGINT / SQLite INTEGER: a larger seq would overflow the driver
+
+
+def signing_key(configured: str, stored: bytes) -> bytes:
+    """The configured secret wins; else the database's own (made once, shared by every writer)."""
+    return configured.encode() if configured else stored
 
 
 def _sig(secret: bytes, video_id: str, seq: int) -> bytes:
@@ -29,6 +35,6 @@ def decode(secret: bytes, video_id: str, cursor: str) -> int:
         raw = b""
     if len(raw) == 8 + _SIG and cursor.isascii():
         seq = int.from_bytes(raw[:8], "big")
-        if hmac.compare_digest(raw[8:], _sig(secret, video_id, seq)):
+        if seq <= MAX_SEQ and hmac.compare_digest(raw[8:], _sig(secret, video_id, seq)):
             return seq
     raise ApiError(400, "invalid_cursor", "cursor is not one this server gave out for this video")

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from livecomments.storage.errors import IdempotencyKeyReused, Overloaded, StorageError, StorageUnavailable
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -23,6 +25,26 @@ _HTTP_CODES = {
 }
 
 
+# Why a process cannot serve now, as stable public codes. The detail (addresses, driver
+# errors) goes to the log, and into replies only with `expose_errors`.
+BROKER_UNAVAILABLE = "broker_unavailable"
+REGISTRY_UNAVAILABLE = "registry_unavailable"
+STORAGE_UNAVAILABLE = "storage_unavailable"
+
+
+def link_down_code(strategy_name: str) -> str:
+    """The code for a strategy that is not ready: the dispatcher's registry, else the broker."""
+    return REGISTRY_UNAVAILABLE if strategy_name == "dispatcher" else BROKER_UNAVAILABLE
+
+
+def not_ready_body(code: str, detail: str, *, expose: bool) -> dict[str, str]:
+    """/readyz's 503 body: the code always, the detail only when the operator exposes it."""
+    return {"status": "not_ready", "reason": code, **({"detail": detail} if expose else {})}
+
+
+CLIENT_GONE = 499  # nginx's status for "the client closed the connection first": logs and metrics only
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -35,17 +57,41 @@ def error_response(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+# What storage refuses, as (status, code, public message, Retry-After seconds or None).
+# The public message is fixed: the driver's detail (addresses, SQL states) goes to the log.
+STORAGE_REFUSALS: dict[type[StorageError], tuple[int, str, str, int | None]] = {
+    StorageUnavailable: (503, STORAGE_UNAVAILABLE, "storage cannot be reached; nothing was stored", 1),
+    Overloaded: (503, "overloaded", "too many posts are waiting to be stored; nothing was stored", 1),
+    IdempotencyKeyReused: (422, "idempotency_key_reused", "this Idempotency-Key was first used for another comment", None),
+}
+
+
+def storage_error_response(e: StorageError) -> web.Response:
+    status, code, message, retry_after = STORAGE_REFUSALS.get(type(e), (503, STORAGE_UNAVAILABLE, "storage failed", 1))
+    response = error_response(status, code, message)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as e:
         return error_response(e.status, e.code, e.message)
+    except StorageError as e:
+        if isinstance(e, StorageUnavailable):
+            log.warning("%s %s: %s", request.method, request.path, e)
+        return storage_error_response(e)
     except web.HTTPException as e:
         if e.status < 400:
             raise
         code = _HTTP_CODES.get(e.status, "http_error")
         return error_response(e.status, code, e.reason)
+    except ConnectionResetError:  # the client went away mid-answer: routine, not a server error
+        log.debug("client went away during %s %s", request.method, request.path)
+        return error_response(CLIENT_GONE, "client_gone", "the client closed the connection")  # never sent
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal server error")

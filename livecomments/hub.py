@@ -9,71 +9,67 @@ Batching (`batch_ms`): a video's comments within one window go out as one write 
 viewer. Fixed mode holds every comment up to a window; adaptive mode holds only hot
 videos, whose viewers × comments/s reaches `batch_hot` (where a write per comment per
 viewer would cost real CPU); a quiet video's comment is written at once.
+
+Every acknowledged comment reaches the video's viewers: what the strategy did not bring
+is read back from storage (livecomments/repair.py). A video the strategy cannot deliver
+now (broker link down, registry lease lost) is still served, by polling storage, while its
+lifecycle retries the watch.
+
+Viewer counts (`event: viewers`, summed over every realtime process) are livecomments/viewers.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Iterator, Sequence
 
 from livecomments import sse
+from livecomments.heartbeat import Heartbeat
 from livecomments.metrics import Metrics
 from livecomments.model import Comment
+from livecomments.repair import Repairs
 from livecomments.storage.base import Storage
 from livecomments.strategies.base import Strategy
-from livecomments.viewer import NOT_LIVE, Frame, Viewer, build_frame
+from livecomments.video import VideoState
+from livecomments.viewer import Frame, Viewer, build_frame
+from livecomments.viewers import ViewerCounts
 
 log = logging.getLogger(__name__)
 
-REPAIR_RETRY = 1.0  # seconds between storage reads while a gap cannot be repaired
 
-
-class VideoState:
-    __slots__ = ("viewers", "last_seq", "held", "ready", "repair", "rescan", "linger", "pending", "flush",
-                 "rate_start", "rate_count", "last_rate")
-
-    def __init__(self) -> None:
-        self.viewers: set[Viewer] = set()
-        self.last_seq: int | None = None  # None until watched and the head is known
-        self.held: list[Comment] = []  # arrived while initialising or repairing
-        self.ready: asyncio.Task[None] | None = None
-        self.repair: asyncio.Task[None] | None = None
-        self.rescan = False  # the broker reconnected during a repair: read storage once more
-        self.linger: asyncio.TimerHandle | None = None
-        self.pending: list[tuple[Frame, float]] = []  # in seq order, waiting for the batch window
-        self.flush: asyncio.TimerHandle | None = None
-        self.rate_start = -1e9  # adaptive batching: the video's comments per second
-        self.rate_count = 0
-        self.last_rate = 0
-
-
-class Hub:
+class Hub(Repairs):
     def __init__(
         self, storage: Storage, strategy: Strategy, metrics: Metrics, *,
-        backlog_limit: int, linger: float, ping_interval: float,
+        backlog_limit: int, linger: float, ping_interval: float, repair_interval: float = 2.0,
         batch_ms: float = 0.0, batch_adaptive: bool = False, batch_hot: int = 10_000,
+        viewers_interval: float = 2.0,
     ) -> None:
         self._storage = storage
         self._strategy = strategy
         self._metrics = metrics
         self._backlog_limit = backlog_limit
         self._linger = linger
-        self._ping_interval = ping_interval
+        self._repair_interval = repair_interval
         self._videos: dict[str, VideoState] = {}
-        self._reads: dict[tuple[str, int], asyncio.Task[list[Frame]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._pinger: asyncio.TimerHandle | None = None
+        self._reads: dict[tuple[str, int, int], asyncio.Task[list[Frame]]] = {}  # by (video, since, head)
+        self._heartbeat = Heartbeat(ping_interval, self._all_viewers)
+        self._tick = 0
+        self._checker: asyncio.TimerHandle | None = None
+        self._check: asyncio.Task[None] | None = None
         self._window = batch_ms / 1000
         self._adaptive = batch_adaptive
         self._hot = batch_hot
+        self.counts = ViewerCounts(strategy, self._videos, viewers_interval)
 
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._pinger = loop.call_later(self._ping_interval, self._ping)
+        self._heartbeat.start()
+        self.counts.start()
+        self._checker = asyncio.get_running_loop().call_later(self._repair_interval, self._on_tick)
 
     def close_viewers(self) -> None:
         """Shutdown: send what batching still holds, then end every stream cleanly."""
@@ -85,56 +81,56 @@ class Hub:
                 viewer.drop("shutdown")
 
     async def close(self) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
+        """Stop every timer and task of the hub, and wait until they are gone."""
+        self._heartbeat.stop()
+        await self.counts.close()
+        if self._checker is not None:
+            self._checker.cancel()
         self.close_viewers()
+        tasks = [t for t in (self._check, *self._reads.values()) if t is not None]
         for state in self._videos.values():
             for timer in (state.linger, state.flush):
                 if timer is not None:
                     timer.cancel()
-            for task in (state.ready, state.repair):
-                if task is not None:
-                    task.cancel()
-        for task in self._tasks:
+            tasks += [t for t in (state.task, state.repair) if t is not None]
+            if not state.head.done():
+                state.head.set_exception(ConnectionError("shutting down"))
+                state.head.exception()  # retrieved: a join may or may not be waiting on it
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _ping(self) -> None:
-        """One timer per process keeps every idle stream alive through proxies."""
-        chunk = sse.chunk(sse.PING)
+    def _all_viewers(self) -> Iterator[Viewer]:
         for state in self._videos.values():
-            for viewer in state.viewers:
-                if viewer.after != NOT_LIVE:
-                    viewer.write(chunk if viewer.chunked else sse.PING)
-        self._pinger = asyncio.get_running_loop().call_later(self._ping_interval, self._ping)
+            yield from state.viewers
 
     # -- viewers ---------------------------------------------------------
 
     async def join(self, viewer: Viewer) -> int:
-        """Register a viewer (it holds live frames) and return the video's current seq.
-        Returns once the strategy delivers this video here; raises if it cannot."""
+        """Register a viewer (it holds live frames) and return the video's head: every
+        comment after it reaches the viewer, by the strategy or, while this process is
+        degraded (the watch failed: broker or registry down), by polling storage.
+        Raises only if the head cannot be read from storage."""
         state = self._videos.get(viewer.video_id)
         if state is None:
-            state = self._videos[viewer.video_id] = VideoState()
-            state.ready = asyncio.create_task(self._watch(viewer.video_id, state))
+            state = self._videos[viewer.video_id] = VideoState(self._tick)
+            state.task = asyncio.create_task(self._lifecycle(viewer.video_id, state))
+            state.task.add_done_callback(_report_death)
             self._metrics.watched_videos.inc()
         elif state.linger is not None:
             state.linger.cancel()
             state.linger = None
         state.viewers.add(viewer)
+        state.touched = self._tick
+        state.wake.set()
         self._metrics.connections.inc()
         try:
-            assert state.ready is not None
-            await asyncio.shield(state.ready)
+            while state.last_seq is None:
+                await asyncio.shield(state.head)
         except BaseException:
             self.leave(viewer)
             raise
-        assert state.last_seq is not None
+        self.counts.greet(viewer, state)
         return state.last_seq
 
     def leave(self, viewer: Viewer) -> None:
@@ -145,44 +141,80 @@ class Hub:
         self._metrics.connections.dec()
         if viewer.dropped == "slow":
             self._metrics.slow_disconnects.inc()
-        if not state.viewers:
-            if state.ready is not None and state.ready.done() and state.ready.exception() is None:
-                loop = asyncio.get_running_loop()
-                state.linger = loop.call_later(self._linger, self._expire, viewer.video_id, state)
-            else:  # the watch failed or is still running: nothing to linger over
-                self._forget(viewer.video_id, state)
+        if not state.viewers:  # viewer churn must not become watch churn: wait a little
+            state.linger = asyncio.get_running_loop().call_later(self._linger, self._expire, state)
 
-    def _expire(self, video_id: str, state: VideoState) -> None:
-        if self._videos.get(video_id) is state and not state.viewers:
-            self._forget(video_id, state)
+    def _expire(self, state: VideoState) -> None:
+        state.linger = None
+        state.wake.set()
 
-    def _forget(self, video_id: str, state: VideoState) -> None:
+    async def _lifecycle(self, video_id: str, state: VideoState) -> None:
+        """The video's one lifecycle task: watch, read the head, retry a failed watch,
+        unwatch once nobody wants the video; in that order and never two at once (a viewer
+        arriving during an unwatch waits for it, then the video is watched again). A watch
+        is never cancelled midway, so the unwatch that follows undoes all it did."""
+        while True:
+            state.wake.clear()  # before acting: a change meanwhile makes the wait below return
+            if state.viewers or state.linger is not None:
+                await self._serve(video_id, state)
+            elif state.watched:
+                await self._unwatch(video_id, state)
+            else:
+                break
         del self._videos[video_id]
         self._metrics.watched_videos.dec()
         if state.repair is not None:
             state.repair.cancel()
         if state.flush is not None:
             state.flush.cancel()
-        ready = state.ready
-        if ready is not None and not ready.done():
-            ready.cancel()  # _watch rolls back what it had done
-        elif ready is not None and not ready.cancelled() and ready.exception() is None:
-            self._spawn(self._unwatch(video_id))
 
-    async def _watch(self, video_id: str, state: VideoState) -> None:
-        await self._strategy.watch(video_id)
-        try:
-            state.last_seq = await self._storage.last_seq(video_id)
-        except BaseException:
-            self._spawn(self._unwatch(video_id))
-            raise
-        self._drain(video_id, state)
+    async def _serve(self, video_id: str, state: VideoState) -> None:
+        """Watch, know the head, then wait for a change. A failed watch is retried at the
+        head check's pace (which polls the video meanwhile), once the strategy is ready
+        again: a dead broker is not asked once per video per interval. The first attempt
+        is made anyway, since a broker still connecting (a process just started) answers it."""
+        if not state.watched and (self._strategy.ready or state.last_seq is None):
+            try:
+                await self._strategy.watch(video_id)
+            except Exception as e:
+                log.warning("watching %s failed; serving it from storage meanwhile: %s", video_id, e)
+            else:
+                state.watched = True
+                if state.last_seq is not None:  # polled until now: what came before the watch
+                    self._start_repair(video_id, state)
+        if state.last_seq is None:
+            try:
+                head = await self._storage.last_seq(video_id)
+            except Exception as e:  # the waiting joins fail (503); the next join tries again
+                failed, state.head = state.head, asyncio.get_running_loop().create_future()
+                failed.set_exception(e)
+                failed.exception()  # retrieved here: the joins may have gone already
+            else:
+                state.last_seq = head
+                state.head.set_result(None)
+                self._drain(video_id, state)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(None if state.watched else self._repair_interval):
+                await state.wake.wait()
 
-    async def _unwatch(self, video_id: str) -> None:
+    async def _unwatch(self, video_id: str, state: VideoState) -> None:
+        """A failed unwatch (registry unreachable) is retried, never left behind: a stale
+        route would make writers push here for the life of the process."""
+        if state.repair is not None:  # it reads from last_seq: re-read from the new head instead
+            state.repair.cancel()
+            state.repair = None
+        state.last_seq, state.held = None, []
+        if state.head.done():
+            state.head = asyncio.get_running_loop().create_future()
         try:
             await self._strategy.unwatch(video_id)
         except Exception as e:
-            log.warning("unwatch %s failed: %s", video_id, e)
+            log.warning("unwatch %s failed, retrying: %s", video_id, e)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._repair_interval):
+                    await state.wake.wait()
+        else:
+            state.watched = False
 
     # -- delivery --------------------------------------------------------
 
@@ -192,6 +224,7 @@ class Hub:
         if state is None:
             self._metrics.discarded.inc()
             return
+        state.touched = self._tick
         if state.last_seq is None or state.repair is not None:
             state.held.append(comment)
             return
@@ -261,61 +294,14 @@ class Hub:
                 state.held.extend(held[i + 1 :])
                 return
 
-    def resync(self) -> None:
-        """The broker link came back: anything may have been lost while it was down."""
-        for video_id, state in self._videos.items():
-            if state.last_seq is None:
-                continue  # still joining: its head is read after the subscription
-            if state.repair is None:
-                state.repair = asyncio.create_task(self._repair(video_id, state))
-            else:  # a running repair may have read storage before the outage ended
-                state.rescan = True
-
-    async def _repair(self, video_id: str, state: VideoState) -> None:
-        """One catch-up per video (not per viewer): read what is missing, then drain.
-        A failed read is retried, so held comments never wait for a later comment."""
-        while True:
-            try:
-                await self._catch_up(video_id, state)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("repair of %s failed, retrying: %s", video_id, e)
-                await asyncio.sleep(REPAIR_RETRY)
-                continue
-            if not state.rescan:
-                break
-            state.rescan = False
-        state.repair = None
-        self._drain(video_id, state)
-
-    async def _catch_up(self, video_id: str, state: VideoState) -> None:
-        while True:
-            assert state.last_seq is not None
-            before = state.last_seq
-            missing = await self._storage.since(video_id, before, self._backlog_limit)
-            arrived = {c.seq for c in state.held}  # came by the broker: not a repair
-            for comment in missing:
-                if comment.seq == state.last_seq + 1:
-                    if comment.seq not in arrived:
-                        self._metrics.gaps_repaired.inc()
-                    state.last_seq = comment.seq
-                    self._emit(state, build_frame(comment), comment.created_at)
-            if len(missing) == self._backlog_limit:
-                continue
-            pending = [c.seq for c in state.held if c.seq > state.last_seq]
-            if pending and min(pending) > state.last_seq + 1:
-                if state.last_seq == before:  # storage lacks it too: go on, say so
-                    log.warning("%s: seq %d..%d not in storage", video_id, before + 1, min(pending) - 1)
-                    state.last_seq = min(pending) - 1
-                continue
-            return
-
     # -- resume ----------------------------------------------------------
 
-    async def read_since(self, video_id: str, seq: int) -> list[Frame]:
-        """Stored frames after seq. Viewers resuming from the same point share one read."""
-        key = (video_id, seq)
+    async def read_since(self, video_id: str, seq: int, head: int) -> list[Frame]:
+        """Stored frames after seq, up to at least `head` (the viewer's join head: its live
+        frames start after it). Viewers resuming from the same point with the same head share
+        one read, issued once the hub knew that head: an older read's snapshot may predate a
+        comment that such a viewer is never sent live, and the seam would lose it."""
+        key = (video_id, seq, head)
         task = self._reads.get(key)
         if task is None:
             task = self._reads[key] = asyncio.create_task(self._read(video_id, seq))
@@ -331,5 +317,11 @@ class Hub:
         return self._backlog_limit
 
     def viewer_count(self) -> int:
+        """This process's viewers of every video (one video's, over every process: self.counts)."""
         return sum(len(s.viewers) for s in self._videos.values())
 
+
+def _report_death(task: asyncio.Task[None]) -> None:
+    """A lifecycle ends by returning or by close() cancelling it; anything else is a bug to see."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a video's lifecycle died", exc_info=task.exception())

@@ -1,77 +1,33 @@
-"""POST /internal/v1/deliver: dispatcher pushes, signed with the cluster secret.
+"""POST /internal/v1/deliver: dispatcher pushes, signed with the cluster secret (see signing.py).
 
-A push is `X-Livecomments-Timestamp: <unix seconds>` and `X-Livecomments-Signature:
-hex(HMAC-SHA256(secret, timestamp + "." + body))` over a JSON list of comments. A request
-older or newer than MAX_SKEW, or whose signature was already seen within that window
-(a replay), is refused like an unsigned one: 401, and nothing is delivered.
+Refusals cost the sender, not this process: the signature headers are checked (present,
+well-formed, fresh) before a byte of the body is read, a declared Content-Length over the
+limit is refused unread, and a body that does not arrive within READ_TIMEOUT is dropped.
+Only then is the HMAC checked over the body, and a replay refused: 401, nothing delivered.
+
+Where it listens: `serve()` gives a dispatcher realtime process a listener of its own for
+this endpoint, off the public port: `internal_port`, or a free port on the same host when
+that is 0, advertised through the registry. Pushes share the public port only when the
+process cannot have its own (an in-process test server) or when `advertise_url` is given
+without `internal_port` (the operator said where pushes arrive). Behind the balancer,
+/internal/ is never routed (lbconfig.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import time
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
 from livecomments.app_keys import CONFIG, HUB, METRICS
+from livecomments.edge import close_unread
 from livecomments.errors import ApiError
 from livecomments.model import Comment
+from livecomments.signing import PATH, SIGNATURE, TIMESTAMP, Verifier, push_body_limit
 
-PATH = "/internal/v1/deliver"
-TIMESTAMP = "X-Livecomments-Timestamp"
-SIGNATURE = "X-Livecomments-Signature"
-MAX_SKEW = 30.0
-MAX_BODY = 4 << 20  # a coalesced batch; the pusher keeps them far smaller
-
-
-def signature(secret: bytes, timestamp: str, body: bytes) -> str:
-    return hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-
-
-def sign(secret: bytes, body: bytes) -> dict[str, str]:
-    timestamp = f"{time.time():.3f}"
-    return {TIMESTAMP: timestamp, SIGNATURE: signature(secret, timestamp, body),
-            "Content-Type": "application/json"}
-
-
-class Verifier:
-    """Checks signature and freshness, and remembers accepted signatures for the window."""
-
-    def __init__(self, secret: bytes) -> None:
-        self._secret = secret
-        self._seen: dict[str, float] = {}  # signature -> when it stops being acceptable anyway
-
-    def check(self, timestamp: str | None, sig: str | None, body: bytes) -> str:
-        """'' when the request is authentic and fresh, else why not."""
-        if not self._secret:
-            return "this server has no cluster secret: pushes are refused"
-        if not timestamp or not sig:
-            return "unsigned request"
-        try:
-            sent = float(timestamp)
-        except ValueError:
-            return "bad timestamp"
-        now = time.time()
-        if not abs(now - sent) <= MAX_SKEW:
-            return "stale request"
-        expected = signature(self._secret, timestamp, body).encode()
-        if not hmac.compare_digest(sig.encode(errors="replace"), expected):
-            return "bad signature"
-        self._forget(now)
-        if sig in self._seen:
-            return "replayed request"
-        self._seen[sig] = sent + MAX_SKEW
-        return ""
-
-    def _forget(self, now: float) -> None:
-        # Insertion order is arrival order, close enough to expiry order: stop at the first live one.
-        for sig, until in list(self._seen.items()):
-            if until >= now:
-                break
-            del self._seen[sig]
+READ_TIMEOUT = 5.0  # seconds for a whole push body; pushers give up after 2 s anyway
 
 
 def _parse(body: bytes) -> list[Comment]:
@@ -80,27 +36,43 @@ def _parse(body: bytes) -> list[Comment]:
         if not isinstance(items, list):
             raise TypeError("not a list")
         return [Comment.from_dict(o) for o in items]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ApiError(400, "bad_request", f"malformed push: {e}") from None
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(400, "bad_request", "malformed push") from None
 
 
-async def _read(request: web.Request) -> bytes:
+async def _read(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        close_unread(request)
+        raise ApiError(413, "body_too_large", f"push is over {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ApiError(413, "body_too_large", f"push is over {MAX_BODY} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(READ_TIMEOUT):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    close_unread(request)
+                    raise ApiError(413, "body_too_large", f"push is over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        close_unread(request)
+        raise ApiError(408, "body_timeout", f"push body not received within {READ_TIMEOUT:g} s") from None
     return b"".join(chunks)
 
 
 def handler(app: web.Application) -> Callable[[web.Request], Awaitable[web.Response]]:
     """The deliver handler of `app` (the realtime app), mountable on another app/port."""
-    verifier = Verifier(app[CONFIG].cluster_secret.encode())
+    config = app[CONFIG]
+    verifier = Verifier(config.cluster_secret.encode())
+    limit = push_body_limit(config.max_text, config.max_author)
 
     async def deliver(request: web.Request) -> web.Response:
-        body = await _read(request)
-        problem = verifier.check(request.headers.get(TIMESTAMP), request.headers.get(SIGNATURE), body)
+        timestamp, sig = request.headers.get(TIMESTAMP), request.headers.get(SIGNATURE)
+        problem = verifier.precheck(timestamp, sig)
+        if problem:
+            close_unread(request)
+            raise ApiError(401, "unauthorized", problem)
+        body = await _read(request, limit)
+        problem = verifier.check(timestamp, sig, body)
         if problem:
             raise ApiError(401, "unauthorized", problem)
         comments = _parse(body)  # all or nothing: parsed before anything is delivered
@@ -116,3 +88,4 @@ def handler(app: web.Application) -> Callable[[web.Request], Awaitable[web.Respo
 
 def add_routes(target: web.Application, app: web.Application) -> None:
     target.router.add_post(PATH, handler(app))
+

@@ -4,6 +4,8 @@ Streams go to the realtime servers, hashed on the video id so a video's viewers 
 server (and that server needs one channel for them); posts, history and health go to the
 writers; /internal/ (dispatcher pushes) is never reachable through the balancer.
 The printed file runs as it is: `nginx -c FILE` (in the foreground) or `haproxy -f FILE`.
+Policy `bounded` (consistent hashing with bounded loads, so a hot video's viewers spill over the
+next servers instead of melting one) is HAProxy's `hash-balance-factor`; nginx has no equivalent.
 """
 
 from __future__ import annotations
@@ -14,12 +16,20 @@ from dataclasses import dataclass
 
 import click
 
-POLICIES = ("hash", "round-robin")
+from livecomments.config import Config
+
+POLICIES = ("hash", "round-robin", "bounded")
+BALANCE_FACTOR = 1.25  # no server above 1.25 × the mean connections: HAProxy's hash-balance-factor 125
+NGINX_HAS_NO_BOUNDED = (
+    "nginx has no bounded-load hashing: use --format haproxy for --policy bounded (hash-balance-factor)"
+)
 FORMATS = ("nginx", "haproxy")
 NOT_FOUND = '{"error":{"code":"not_found","message":"no such route"}}'
 # Streams are idle between heartbeats (15 s) for as long as a viewer watches; a proxy timeout
 # shorter than the heartbeat cuts them, a long one costs nothing.
 STREAM_TIMEOUT = "1h"
+# The servers' default body limit, derived from max_text/max_author: the largest valid comment passes.
+DEFAULT_BODY_LIMIT = Config().body_limit
 
 
 @dataclass(frozen=True)
@@ -30,17 +40,23 @@ class Balancer:
     policy: str = "hash"
     workdir: str = tempfile.gettempdir()  # pid, logs, temp dirs (nginx); must exist
     worker_processes: str = "auto"
-    max_body: int = 16384  # the servers' max_body: bigger bodies are refused at the edge
+    max_body: int = DEFAULT_BODY_LIMIT  # the servers' body limit: bigger bodies are refused at the edge
+    balance_factor: float = BALANCE_FACTOR  # policy bounded only
 
 
 def _check_address(addr: str, what: str) -> str:
+    """HOST:PORT as nginx and HAProxy take it; a URL would pass a naive split and break nginx later."""
     host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter(f"{what} {addr!r}: expected HOST:PORT")
+    if "/" in addr:
+        raise click.ClickException(f"{what} {addr!r}: expected HOST:PORT, not a URL (e.g. 127.0.0.1:9001)")
+    if not sep or not host or any(c.isspace() for c in host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.ClickException(f"{what} {addr!r}: expected HOST:PORT")
     return addr
 
 
 def nginx_config(b: Balancer) -> str:
+    if b.policy == "bounded":
+        raise click.ClickException(NGINX_HAS_NO_BOUNDED)
     wd = b.workdir.rstrip("/") or "/"
     # `hash … consistent` is ketama over the server names as written here: livecomments.ring
     # reproduces it, so keep one `server` line per backend, each written as HOST:PORT.
@@ -115,6 +131,15 @@ http {{
             proxy_pass http://livecomments_writer;
         }}
 
+        # The demo page (served by writers) and / which redirects to it.
+        location = / {{
+            proxy_pass http://livecomments_writer;
+        }}
+
+        location /demo {{
+            proxy_pass http://livecomments_writer;
+        }}
+
         # Dispatcher pushes and per-process metrics are for the cluster's own network.
         location ^~ /internal/ {{
             return 404 '{NOT_FOUND}';
@@ -130,7 +155,11 @@ http {{
 
 def haproxy_config(b: Balancer) -> str:
     # field(4,/) of /v1/videos/ID/stream is ID; `balance hash` needs HAProxy >= 2.6.
-    balance = "hash path,field(4,/)\n    hash-type consistent" if b.policy == "hash" else "roundrobin"
+    balance = "hash path,field(4,/)\n    hash-type consistent" if b.policy != "round-robin" else "roundrobin"
+    if b.policy == "bounded":
+        # A server takes a new stream only while below factor × the mean of the backend's open
+        # connections (in percent, above 100); else the video walks on along the ring.
+        balance += f"\n    hash-balance-factor {round(b.balance_factor * 100)}"
     realtime = "".join(f"    server rt{i} {s} check\n" for i, s in enumerate(b.backends, 1))
     writers = "".join(f"    server w{i} {s} check\n" for i, s in enumerate(b.writers, 1))
     return f"""\
@@ -153,13 +182,18 @@ frontend livecomments
     acl stream path_reg ^/v1/videos/[^/]+/stream$
     acl api path_beg /v1/
     acl health path /healthz /readyz
-    http-request return status 404 content-type application/json string '{NOT_FOUND}' if !stream !api !health
+    acl demo path / /demo
+    acl demo path_beg /demo/
+    http-request return status 404 content-type application/json string '{NOT_FOUND}' if !stream !api !health !demo
     use_backend livecomments_realtime if stream
     default_backend livecomments_writer
 
 backend livecomments_realtime
     balance {balance}
     timeout server {STREAM_TIMEOUT}  # a stream is idle between heartbeats
+    # Send each frame at once: without it HAProxy 2.6 held every stream's first frame ~200 ms
+    # (MSG_MORE meeting the client's delayed ACK).
+    option http-no-delay
     option httpchk GET /readyz  # a server that cannot receive comments gets no viewers
 {realtime}
 backend livecomments_writer
@@ -177,19 +211,23 @@ def render(b: Balancer, fmt: str = "nginx") -> str:
 @click.option("--backend", "backends", multiple=True, required=True, help="realtime HOST:PORT (repeat)")
 @click.option("--writer", "writers", multiple=True, required=True, help="writer HOST:PORT (repeat)")
 @click.option("--policy", type=click.Choice(POLICIES), default="hash", show_default=True,
-              help="streams: consistent hash of the video id, or round-robin")
+              help="streams: consistent hash of the video id, round-robin, or bounded (hash with bounded loads, "
+              "HAProxy only)")
+@click.option("--balance-factor", type=click.FloatRange(min=1.0, min_open=True), default=BALANCE_FACTOR,
+              show_default=True, help="bounded: no server above this × the mean connections")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="nginx", show_default=True)
 @click.option("--workdir", default=tempfile.gettempdir(), show_default=True,
               help="existing directory for nginx's pid, logs and temp dirs")
 @click.option("--worker-processes", default="auto", show_default=True, help="nginx worker_processes")
-@click.option("--max-body", type=int, default=16384, show_default=True, help="largest request body in bytes")
-def lb_config(listen: str, backends: tuple[str, ...], writers: tuple[str, ...], policy: str, fmt: str,
-              workdir: str, worker_processes: str, max_body: int) -> None:
+@click.option("--max-body", type=int, default=DEFAULT_BODY_LIMIT, show_default=True,
+              help="largest request body in bytes (the servers' body limit)")
+def lb_config(listen: str, backends: tuple[str, ...], writers: tuple[str, ...], policy: str, balance_factor: float,
+              fmt: str, workdir: str, worker_processes: str, max_body: int) -> None:
     """Print an nginx or HAProxy config that routes streams by video id."""
     _check_address(listen, "--listen")
     for addr in backends:
         _check_address(addr, "--backend")
     for addr in writers:
         _check_address(addr, "--writer")
-    balancer = Balancer(listen, backends, writers, policy, workdir, worker_processes, max_body)
+    balancer = Balancer(listen, backends, writers, policy, workdir, worker_processes, max_body, balance_factor)
     click.echo(render(balancer, fmt), nl=False)

@@ -1,8 +1,19 @@
-"""Comments and the validators that turn untrusted input into them."""
+"""Comments and the validators that turn untrusted input into them.
+
+Text and author are NFC-normalized (one spelling per visible string, so limits and
+comparisons mean the same for every client). Bidi embedding, override and isolate
+controls (U+202A-U+202E, U+2066-U+2069) are stripped: one unbalanced override in a
+comment would reorder what the page shows after it, and nothing legitimate needs them
+(the implicit marks U+200E/U+200F stay). A text or author with nothing visible left
+(only whitespace, format characters such as zero-width spaces, combining marks, or blank
+letters such as U+3164) is refused with 422 like an empty one. Control characters other
+than tab and newlines are refused in text, and every control character in an author.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +22,15 @@ import orjson
 from livecomments.errors import ApiError
 
 VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# Categories that render nothing on their own: controls, format characters (zero-width
+# space, joiners, tags), separators, and combining marks with no base.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})
+# Letters and symbols that fonts draw as blanks (used to fake empty names).
+_BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Control characters (category Cc) refused: in text all but tab and newlines, in an author all.
+TEXT_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+AUTHOR_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(slots=True, frozen=True)
@@ -18,17 +38,28 @@ class NewComment:
     video_id: str
     author: str
     text: str
+    user: str | None = None  # the poster's token `sub`, kept for moderation; None when posting is open
 
 
 @dataclass(slots=True, frozen=True)
 class Comment:
+    """An entry of a video's ordered log (seq contiguous per video): a comment, a delete
+    entry (`deletes` > 0: the seq of the comment it removes; its SSE `id:` is its own seq),
+    or, read back from storage only, a deleted comment's place (`deleted`: advances seq,
+    shows nothing). `user` never leaves the process: the public JSON has the author only."""
+
     video_id: str
     seq: int
     author: str
     text: str
     created_at: float
+    user: str | None = None
+    deletes: int = 0
+    deleted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        if self.deletes:
+            return {"video_id": self.video_id, "seq": self.seq, "deletes": self.deletes, "created_at": self.created_at}
         return {
             "video_id": self.video_id,
             "seq": self.seq,
@@ -47,7 +78,12 @@ class Comment:
 
     @classmethod
     def from_dict(cls, obj: Any) -> Comment:
-        """Raises ValueError/KeyError/TypeError if obj is not a comment's dict."""
+        """Raises ValueError/KeyError/TypeError if obj is not a comment's (or a delete entry's) dict."""
+        if "deletes" in obj:
+            deletes = int(obj["deletes"])
+            if deletes < 1:
+                raise ValueError("deletes must be a seq")
+            return cls(str(obj["video_id"]), int(obj["seq"]), "", "", float(obj["created_at"]), deletes=deletes)
         return cls(
             video_id=str(obj["video_id"]),
             seq=int(obj["seq"]),
@@ -81,19 +117,37 @@ def parse_new_comment(
         raise ApiError(422, "invalid_text", "text must be a string")
     if not isinstance(author, str):
         raise ApiError(422, "invalid_author", "author must be a string")
-    text = text.strip()
-    author = author.strip()
     _check_utf8(text, "text")
     _check_utf8(author, "author")
-    if not text:
-        raise ApiError(422, "text_empty", "text is empty")
+    text = _normalize(text)
+    author = _normalize(author)
+    _check_controls(text, "text", TEXT_CONTROLS)
+    _check_controls(author, "author", AUTHOR_CONTROLS)
+    if not _visible(text):
+        raise ApiError(422, "text_empty", "text is empty or invisible")
     if len(text) > max_text:
         raise ApiError(422, "text_too_long", f"text is {len(text)} chars, max {max_text}")
-    if not author:
-        raise ApiError(422, "author_empty", "author is empty")
+    if not _visible(author):
+        raise ApiError(422, "author_empty", "author is empty or invisible")
     if len(author) > max_author:
         raise ApiError(422, "author_too_long", f"author is {len(author)} chars, max {max_author}")
     return NewComment(video_id=video_id, author=author, text=text)
+
+
+def _normalize(value: str) -> str:
+    return unicodedata.normalize("NFC", BIDI_CONTROLS.sub("", value)).strip()
+
+
+def _visible(value: str) -> bool:
+    return any(
+        ch not in _BLANK_CHARACTERS and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in value
+    )
+
+
+def _check_controls(value: str, field: str, refused: re.Pattern[str]) -> None:
+    found = refused.search(value)
+    if found:
+        raise ApiError(422, f"invalid_{field}", f"{field} contains control character U+{ord(found.group()):04X}")
 
 
 def _check_utf8(value: str, field: str) -> None:
@@ -102,5 +156,3 @@ def _check_utf8(value: str, field: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ApiError(422, f"invalid_{field}", f"{field} is not valid UTF-8") from None
-    if "\x00" in value:
-        raise ApiError(422, f"invalid_{field}", f"{field} contains a NUL character")

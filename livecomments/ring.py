@@ -12,6 +12,12 @@ libketama's (md5, 4 points per digest), while nginx follows Cache::Memcached::Fa
   keeps a colliding point is unspecified there too; with a handful of servers it never happens).
 - A key goes to the first point whose hash is >= crc32(key), wrapping to the first point.
 - While every server is up this is the whole placement; nginx only walks further on failures.
+
+`bounded_placement` adds HAProxy's consistent hashing with bounded loads (`hash-balance-factor`,
+lb_chash.c chash_server_is_eligible) on this ring: a server takes a new connection only while it
+holds fewer than its share of ceil((all connections + 1) × factor) slots, else the key walks on to
+the next point of the ring. HAProxy's ring points differ (its own hash of server ids), so which
+server a cold video lands on differs; the load bound and the spill rule are the same.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import bisect
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 POINTS_PER_WEIGHT = 160
 
@@ -53,7 +59,42 @@ class HashRing:
         self._hashes = sorted(points)
         self._owners = [points[h] for h in self._hashes]
 
+    def point_for(self, key: str) -> int:
+        """The index of the ring point `key` maps to."""
+        return bisect.bisect_left(self._hashes, zlib.crc32(key.encode())) % len(self._hashes)
+
     def node_for(self, key: str) -> str:
         """The node nginx's `hash <key> consistent` picks for `key` while all nodes are up."""
-        i = bisect.bisect_left(self._hashes, zlib.crc32(key.encode()))
-        return self._owners[i % len(self._owners)]
+        return self._owners[self.point_for(key)]
+
+
+def balance_percent(balance_factor: float) -> int:
+    """HAProxy's hash-balance-factor: the factor in percent, above 100."""
+    percent = round(balance_factor * 100)
+    if percent <= 100:
+        raise ValueError(f"balance factor {balance_factor:g} must be above 1 (1.25: no server above 1.25 × the mean)")
+    return percent
+
+
+def bounded_placement(ring: HashRing, keys: Sequence[str], arrivals: Iterable[int], balance_factor: float) -> list[int]:
+    """The node index (in ring.nodes) of each connection, arriving in order for keys[i], none leaving."""
+    factor, k = balance_percent(balance_factor), len(ring.nodes)
+    index = {node: i for i, node in enumerate(ring.nodes)}
+    owners = [index[node] for node in ring._owners]
+    homes = [ring.point_for(key) for key in keys]
+    served, placed, total = [0] * k, [], 0
+    for key in arrivals:
+        slots_all = ((total + 1) * factor + 99) // 100  # every connection, the new one included, × factor
+        per, rest = divmod(slots_all, k)
+        point = homes[key]
+        while True:
+            node = owners[point]
+            # equal weights: the rest is spread by cumulative weight, as HAProxy does
+            slots = per + (node + 1) * rest // k - node * rest // k or 1
+            if served[node] < slots:
+                break
+            point = point + 1 if point + 1 < len(owners) else 0
+        served[node] += 1
+        total += 1
+        placed.append(node)
+    return placed

@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # numpy loads when a simulation runs, not with every `livecom
 
     FloatArray = npt.NDArray[np.float64]
 
-POLICY_CHOICES = ("round-robin", "hash")  # = workload.POLICIES (a test holds them equal)
+POLICY_CHOICES = ("round-robin", "hash", "bounded")  # = workload.POLICIES (a test holds them equal)
+BALANCE_FACTOR = 1.25  # = workload.BALANCE_FACTOR, HAProxy's hash-balance-factor 125
 # (label, strategy, partitions): the benchmark runs the same four.
 STRATEGIES = (
     ("broadcast", "broadcast", 0),
@@ -54,6 +55,8 @@ class Result:
     egress_bytes_per_comment: float  # what one comment costs leaving the broker (or writer)
     fanout_mean: float  # deliveries/s per server
     fanout_max: float
+    connections_mean: float  # viewers per server
+    connections_max: int
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,10 @@ class Placement:
     viewers: npt.NDArray[np.int64]
 
 
-def place(workload: Workload, policy: str, nodes: Sequence[str]) -> Placement:
+def place(workload: Workload, policy: str, nodes: Sequence[str], balance_factor: float = BALANCE_FACTOR) -> Placement:
     import numpy as np
 
-    key = workload.route(policy, nodes) * workload.videos + workload.viewer_videos
+    key = workload.route(policy, nodes, balance_factor) * workload.videos + workload.viewer_videos
     pairs, counts = np.unique(key, return_counts=True)
     return Placement(len(nodes), pairs // workload.videos, pairs % workload.videos, counts)
 
@@ -93,6 +96,7 @@ def analyse(
     useful = np.bincount(s, weights=rates[v], minlength=k)
     delivered = np.bincount(s, weights=rates[v] * placement.viewers, minlength=k)
     watched = np.bincount(s, minlength=k)
+    connections = np.bincount(s, weights=placement.viewers, minlength=k)
     if strategy == "broadcast":
         received, channels = np.full(k, total), np.ones(k, dtype=np.int64)
     elif strategy == "partitioned" and partitions > 0:
@@ -123,6 +127,8 @@ def analyse(
         egress_bytes_per_comment=got / total * comment_bytes if total else 0.0,
         fanout_mean=float(delivered.mean()),
         fanout_max=float(delivered.max()),
+        connections_mean=float(connections.mean()),
+        connections_max=int(connections.max()),
     )
 
 
@@ -133,11 +139,12 @@ def run_all(
     comment_bytes: float,
     rates: FloatArray | None = None,
     policies: Sequence[str] = POLICY_CHOICES,
+    balance_factor: float = BALANCE_FACTOR,
 ) -> list[Result]:
     rates = workload.rate * workload.popularity if rates is None else rates
     results = []
     for policy in policies:
-        placement = place(workload, policy, nodes)
+        placement = place(workload, policy, nodes, balance_factor)
         for label, strategy, n in STRATEGIES:
             n = partitions if n < 0 else n
             name = f"partitioned-{n}" if label == "partitioned-N" else label
@@ -157,6 +164,7 @@ def markdown(results: Sequence[Result], title: str) -> str:
         "broker MB/s",
         "egress per comment",
         "fan-out/server mean/max",
+        "viewers/server mean/max",
     )
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -164,7 +172,8 @@ def markdown(results: Sequence[Result], title: str) -> str:
             f"| {r.strategy} | {r.policy} | {r.received_per_s:,.0f} | {r.delivered_per_s:,.0f} | "
             f"{r.wasted_fraction:.2%} | {r.channels_mean:,.1f} / {r.channels_max:,} | "
             f"{r.broker_msgs_per_s:,.0f} | {r.broker_bytes_per_s / 1e6:,.2f} | "
-            f"{_size(r.egress_bytes_per_comment)} | {r.fanout_mean:,.0f} / {r.fanout_max:,.0f} |"
+            f"{_size(r.egress_bytes_per_comment)} | {r.fanout_mean:,.0f} / {r.fanout_max:,.0f} | "
+            f"{r.connections_mean:,.0f} / {r.connections_max:,} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -180,7 +189,12 @@ READING = """How to read it: under round-robin every server ends up watching tho
 a shared channel (broadcast, or N partitions) arrives almost everywhere and only exact interest
 (one channel per video, or the dispatcher) removes the waste; under hash routing a video lives
 on one server, so waste disappears with exact interest and the broker carries each comment
-about once, but the max fan-out column is the hottest video's whole audience on one server."""
+about once, but the max fan-out column is the hottest video's whole audience on one server.
+Bounded (consistent hashing with bounded loads, HAProxy's hash-balance-factor) caps every server
+at the balance factor × the mean viewers (the viewers/server max column): the hot video spills over
+the next servers on the ring, each of which then needs its comments too. Most cold videos stay on
+one server, but the servers a hot video fills reach the bound and spill their own videos in turn,
+so exact-interest strategies receive more than under hash; a larger factor spills less."""
 
 SEED_TEXT = """The seeds' figures: 1,000 realtime servers, 1,000 live videos (topics), broadcast-all.
 With viewers hashed by video, a video's viewers sit on about one server, so each server can use
@@ -197,7 +211,9 @@ about 1/1,000 of what it receives: ~99.9% is discarded, and each 1 KB comment le
 @click.option("--zipf", default=1.0, show_default=True, help="Zipf exponent of video popularity")
 @click.option("--seed", default=1, show_default=True, help="workload seed (same model as the benchmark)")
 @click.option("--comment-bytes", default=1024.0, show_default=True, help="bytes of one comment on the broker")
-@click.option("--policy", "policies", multiple=True, type=click.Choice(POLICY_CHOICES), help="default: both")
+@click.option("--policy", "policies", multiple=True, type=click.Choice(POLICY_CHOICES), help="default: all")
+@click.option("--balance-factor", default=BALANCE_FACTOR, show_default=True, type=click.FloatRange(min=1.0, min_open=True),
+              help="bounded: no server above this × the mean viewers")
 @click.option(
     "--seed-figures/--no-seed-figures",
     default=True,
@@ -215,6 +231,7 @@ def simulate(
     seed: int,
     comment_bytes: float,
     policies: tuple[str, ...],
+    balance_factor: float,
     seed_figures: bool,
     report: str | None,
 ) -> None:
@@ -229,13 +246,15 @@ def simulate(
 
     workload = Workload(videos, viewers, rate, zipf, seed)
     nodes = node_names(servers)
-    results = run_all(workload, nodes, partitions, comment_bytes, policies=policies or POLICY_CHOICES)
+    results = run_all(workload, nodes, partitions, comment_bytes, policies=policies or POLICY_CHOICES,
+                      balance_factor=balance_factor)
     title = f"K={servers:,} servers, V={videos:,} videos, W={viewers:,} viewers, R={rate:,.0f}/s, zipf {zipf}"
     text = ["# Simulation", "", markdown(results, title), READING, ""]
-    out = {"workload": asdict(workload), "servers": servers, "results": [asdict(r) for r in results]}
+    out = {"workload": asdict(workload), "servers": servers, "balance_factor": balance_factor,
+           "results": [asdict(r) for r in results]}
     if seed_figures:
         seeds = Workload(1000, 1_000_000, rate, zipf, seed)
-        seed_results = run_all(seeds, node_names(1000), partitions, 1024.0)
+        seed_results = run_all(seeds, node_names(1000), partitions, 1024.0, policies=("round-robin", "hash"))
         text += [SEED_TEXT, "", markdown(seed_results, "K=1,000, V=1,000, W=1,000,000, 1 KB comments")]
         out["seed_figures"] = [asdict(r) for r in seed_results]
     text.append(f"_computed in {time.monotonic() - started:.1f} s_\n")

@@ -17,6 +17,11 @@ NOT_LIVE = sys.maxsize  # `after` of a viewer not (or no longer) written by the 
 
 
 def build_frame(comment: Comment) -> Frame:
+    """A deleted comment's place in the log is an empty frame: it advances seq and shows nothing."""
+    if comment.deleted:
+        return comment.seq, b""
+    if comment.deletes:
+        return comment.seq, sse.delete_frame(comment)
     return comment.seq, sse.comment_frame(comment)
 
 
@@ -31,22 +36,28 @@ class Viewer(asyncio.Protocol):
     object. Frames go straight to the transport, except those at or below `after` (the
     last seq the backlog sent: storage may be ahead of the broker).
 
-    The slow-viewer bound is the transport's write buffer (`pause_writing` past
-    `max_buffer`, or held frames past it while joining): the connection is aborted, so
-    memory never grows with a stalled peer, and the EventSource reconnects with
-    Last-Event-ID. `gone` is called once the connection is lost after going live.
+    The slow-viewer bound is the transport's write buffer, checked after every write
+    (past `max_buffer`), and the held frames while joining (past it too): the connection
+    is aborted, so memory never grows with a stalled peer, and the EventSource reconnects
+    with Last-Event-ID. Not `pause_writing`: asyncio and uvloop never call it on a protocol
+    set while the transport was already paused (by aiohttp's, during the catch-up), so a
+    stalled peer would then grow the buffer for ever. `gone` is called once the connection
+    is lost after going live. `address` is the client's, for the stream caps (None: not
+    capped per address).
     """
 
-    __slots__ = ("video_id", "transport", "chunked", "max_buffer", "held", "held_bytes", "after", "dropped", "_gone")
+    __slots__ = ("video_id", "transport", "chunked", "max_buffer", "address", "held", "held_bytes", "after",
+                 "dropped", "_gone")
 
     def __init__(
         self, video_id: str, transport: asyncio.WriteTransport, *, chunked: bool, max_buffer: int,
-        gone: Callable[[Viewer], None],
+        gone: Callable[[Viewer], None], address: str | None = None,
     ) -> None:
         self.video_id = video_id
         self.transport = transport
         self.chunked = chunked
         self.max_buffer = max_buffer
+        self.address = address
         self.held: list[Frame] | None = []
         self.held_bytes = 0
         self.after = NOT_LIVE
@@ -73,10 +84,12 @@ class Viewer(asyncio.Protocol):
         self.write(sse.chunk(data) if self.chunked else data)
 
     def write(self, data: bytes) -> None:
-        """Write bytes already framed for this connection."""
+        """Write bytes already framed for this connection; cut it once its buffer is past the bound."""
         transport = self.transport
         if not transport.is_closing():  # lost, not yet told: connection_lost is on its way
             transport.write(data)
+            if transport.get_write_buffer_size() > self.max_buffer:
+                self.drop("slow")
 
     def go_live(self, last_sent: int) -> None:
         """End the seam: take the connection (the caller makes aiohttp let go of it first),
@@ -85,11 +98,10 @@ class Viewer(asyncio.Protocol):
         assert held is not None, "go_live() ends the seam once"
         transport = self.transport
         transport.set_protocol(self)
-        transport.set_write_buffer_limits(high=self.max_buffer)
         tail = b"".join(frame[1] for frame in held if frame[0] > last_sent)
         if tail:
             self.send(tail)
-        if transport.get_write_buffer_size() > self.max_buffer:  # already past it: no pause_writing comes
+        elif transport.get_write_buffer_size() > self.max_buffer:  # the catch-up left it past the bound
             self.drop("slow")
 
     def drop(self, reason: str) -> None:
@@ -99,7 +111,7 @@ class Viewer(asyncio.Protocol):
         self.dropped, self.after = reason, NOT_LIVE
         transport = self.transport
         if reason == "slow":
-            # Deferred: pause_writing is called from inside transport.write().
+            # On the next loop turn: drop() runs inside a write, maybe inside the fan-out's loop.
             asyncio.get_running_loop().call_soon(transport.abort)
         else:
             if self.held is None and self.chunked and not transport.is_closing():
@@ -107,9 +119,6 @@ class Viewer(asyncio.Protocol):
             transport.close()
 
     # -- asyncio.Protocol, once live ------------------------------------------
-
-    def pause_writing(self) -> None:
-        self.drop("slow")
 
     def data_received(self, data: bytes) -> None:
         pass  # an SSE client sends nothing after its request

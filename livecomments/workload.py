@@ -7,7 +7,9 @@ realtime servers by the load balancer's policy, in connection order:
 
 - round-robin: viewer j goes to server j mod K (nginx's default, and the benchmark's rotation);
 - hash: a video's viewers all go to HashRing(nodes).node_for(video_id), nginx's
-  `hash $video_id consistent`.
+  `hash $video_id consistent`;
+- bounded: the same ring with HAProxy's bounded loads (`hash-balance-factor`, ring.bounded_placement):
+  no server above balance_factor × the mean, so a hot video spills over the next servers on the ring.
 
 numpy keeps 10,000,000 viewers to a few arrays of int32, so the simulator can sample them.
 """
@@ -21,9 +23,10 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from livecomments.ring import HashRing
+from livecomments.ring import HashRing, bounded_placement
 
-POLICIES = ("round-robin", "hash")
+POLICIES = ("round-robin", "hash", "bounded")
+BALANCE_FACTOR = 1.25  # HAProxy's hash-balance-factor 125
 IntArray = npt.NDArray[np.int64]
 
 
@@ -64,13 +67,17 @@ class Workload:
         rng = np.random.default_rng(self.seed + 1_000_003)
         return rng.choice(self.videos, size=count, p=self.popularity).astype(np.int64)
 
-    def route(self, policy: str, nodes: Sequence[str]) -> IntArray:
+    def route(self, policy: str, nodes: Sequence[str], balance_factor: float = BALANCE_FACTOR) -> IntArray:
         """The server index of each viewer."""
         if policy == "round-robin":
             return np.arange(self.viewers, dtype=np.int64) % len(nodes)
         if policy == "hash":
             return self.placement(nodes)[self.viewer_videos]
-        raise ValueError(f"unknown policy {policy!r}: use {' or '.join(POLICIES)}")
+        if policy == "bounded":
+            keys = [video_id(v) for v in range(self.videos)]
+            placed = bounded_placement(HashRing(nodes), keys, self.viewer_videos.tolist(), balance_factor)
+            return np.asarray(placed, dtype=np.int64)
+        raise ValueError(f"unknown policy {policy!r}: use {', '.join(POLICIES)}")
 
     def placement(self, nodes: Sequence[str]) -> IntArray:
         """The server the hash policy gives each video."""

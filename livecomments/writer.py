@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from livecomments import cursor
+from livecomments import cursor, moderation
 from livecomments.app_keys import CONFIG, METRICS, STORAGE, STRATEGY
+from livecomments.auth import USER
 from livecomments.errors import ApiError
 from livecomments.model import parse_new_comment, parse_video_id
+from livecomments.ratelimit import limit_post
 
 MAX_KEY = 128
 
@@ -17,6 +21,7 @@ MAX_KEY = 128
 async def post_comment(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     video_id = parse_video_id(request.match_info["video_id"])
+    await limit_post(request)  # after identity_middleware authenticated it, before the body is read
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the comment as application/json")
     key = request.headers.get("Idempotency-Key")
@@ -26,10 +31,16 @@ async def post_comment(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "body is not valid JSON") from None
+    user = request.get(USER)
+    if user is not None and isinstance(body, dict):  # the token names the author, never the body
+        body["author"] = user.author
     new = parse_new_comment(video_id, body, max_text=config.max_text, max_author=config.max_author)
+    if user is not None:
+        new = replace(new, user=user.sub)  # kept for moderation (own deletes); never in the public JSON
+    await moderation.check_post(request, video_id, key)
     comment = await request.app[STORAGE].add(new, key)
     request.app[METRICS].stored.inc()
-    await request.app[STRATEGY].publish(comment)  # best effort: realtime repairs gaps
+    await request.app[STRATEGY].publish(comment)  # queued, never waits: realtime repairs what is lost
     return web.json_response(comment.to_dict(), status=201, dumps=_dumps)
 
 
@@ -38,7 +49,7 @@ async def get_comments(request: web.Request) -> web.Response:
     video_id = parse_video_id(request.match_info["video_id"])
     query = request.query
     limit = _int_param(query, "limit", 50, 1, config.page_limit)
-    secret = config.cursor_secret.encode()
+    secret = cursor.signing_key(config.cursor_secret, request.app[STORAGE].cursor_secret)
     given = [name for name in ("before", "after", "offset") if name in query]
     if len(given) > 1:
         raise ApiError(400, "conflicting_parameters", f"use only one of {', '.join(given)}")
@@ -71,3 +82,4 @@ def _dumps(obj: object) -> str:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/videos/{video_id}/comments", post_comment)
     app.router.add_get("/v1/videos/{video_id}/comments", get_comments)
+    moderation.add_routes(app)

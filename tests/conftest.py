@@ -21,13 +21,16 @@ pytest_plugins = [
     "tests.fixtures.nginx",
     "tests.fixtures.redis_cluster",
     "tests.fixtures.etcd",
+    "tests.fixtures.stack",
+    "tests.fixtures.browser",
 ]
 
 StartServer = Callable[..., Awaitable[str]]
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
-    base = Config(storage=f"sqlite:///{tmp_path}/lc.db", port=0, unwatch_linger=0.05)
+    # Rate limits off: tests post fast from loopback; rate-limit tests turn them on.
+    base = Config(storage=f"sqlite:///{tmp_path}/lc.db", port=0, unwatch_linger=0.05, rate_limit_per_s=0.0)
     return base.replace(**overrides).validate()
 
 

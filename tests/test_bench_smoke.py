@@ -1,4 +1,5 @@
-"""Each benchmark at tiny size through its real entry point, so none of them can rot."""
+"""Each benchmark at tiny size through `livecomments bench`, run as a user would: the installed
+command, from a directory that is not the checkout, so none of them can rot (speeds are not asserted)."""
 
 from __future__ import annotations
 
@@ -7,46 +8,106 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import pytest
 
+BLOCK_NUMPY = """
+import sys
+sys.modules["numpy"] = None  # as if the bench extra were not installed: import fails, find_spec is None
+from livecomments.cli import main
+main(sys.argv[1:], prog_name="livecomments")
+"""
 
-def bench(tmp_path: Path, *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args, "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
+def bench(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "livecomments", "bench", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=timeout,
     )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
 
-def test_strategies_smoke(tmp_path: Path) -> None:
-    out = bench(tmp_path, "strategies", "--only", "partitioned", "--policy", "round-robin", "--no-progress")
-    data = json.loads((tmp_path / "strategies.json").read_text())
+def test_strategies_runs_outside_a_checkout_into_scratch(tmp_path: Path) -> None:
+    out = ok(bench(tmp_path, "strategies", "--quick", "--only", "partitioned", "--policy", "round-robin",
+                   "--no-progress"))
+    scratch = tmp_path / "livecomments-bench" / "scratch"  # no checkout here: the report goes beside it
+    data = json.loads((scratch / "strategies.json").read_text())
+    assert data["run"] == "quick" and data["machine"]
     assert [(r["label"], r["status"]) for r in data["results"]] == [
         ("partitioned-4", "ok"),
         ("partitioned-video", "ok"),
     ]
     assert all(r["loss"] == 0 and r["delivered"] > 0 for r in data["results"])
-    assert "no comment was lost" in out and (tmp_path / "strategies.png").stat().st_size > 0
+    assert "no comment was lost" in out and "Run: quick" in out
+    assert (scratch / "strategies.png").stat().st_size > 0
 
 
-def test_write_smoke(tmp_path: Path) -> None:
-    bench(tmp_path, "write")
-    results = json.loads((tmp_path / "write.json").read_text())["results"]
-    assert len(results) == 4 and all(r["failures"] == 0 and r["stored_per_s"] > 0 for r in results)
-    assert (tmp_path / "write.md").exists() and (tmp_path / "write.png").exists()
-
-
-def test_history_smoke(tmp_path: Path) -> None:
-    bench(tmp_path, "history")
-    rows = json.loads((tmp_path / "history.json").read_text())["rows"]
+def test_quick_run_never_touches_the_committed_results(tmp_path: Path) -> None:
+    results = tmp_path / "benchmarks" / "results"  # a checkout's committed reports
+    results.mkdir(parents=True)
+    (results / "history.md").write_text("full-run figures")
+    ok(bench(tmp_path, "history", "--quick"))
+    assert (results / "history.md").read_text() == "full-run figures"
+    assert sorted(p.name for p in results.iterdir()) == ["history.md"]
+    scratch = tmp_path / "benchmarks" / "scratch"
+    assert "Run: quick" in (scratch / "history.md").read_text()
+    rows = json.loads((scratch / "history.json").read_text())["rows"]
     assert {(r["depth"], r["method"]) for r in rows} == {
         (10, "cursor"),
         (10, "offset"),
         (1000, "cursor"),
         (1000, "offset"),
     }
-    assert (tmp_path / "history.md").exists() and (tmp_path / "history.png").exists()
+    assert (scratch / "history.png").stat().st_size > 0
+
+
+def test_write_smoke(tmp_path: Path) -> None:
+    ok(bench(tmp_path, "write", "--quick", "--out", str(tmp_path / "out")))
+    data = json.loads((tmp_path / "out" / "write.json").read_text())
+    assert data["run"] == "quick"
+    assert len(data["results"]) == 4 and all(r["failures"] == 0 and r["stored_per_s"] > 0 for r in data["results"])
+    assert (tmp_path / "out" / "write.png").exists()
+
+
+def test_fanout_without_the_peer_skips_it_with_a_note(tmp_path: Path) -> None:
+    proc = bench(tmp_path, "fanout", "--viewers", "20", "--rates", "20", "--duration", "0.3", "--warmup", "0.1",
+                 "--targets", "livecomments-adaptive,floor-tick20,peer", "--no-pin", "--out", str(tmp_path / "out"))
+    out = ok(proc)
+    assert "Traceback" not in proc.stderr
+    assert [line for line in out.splitlines() if line.startswith("peer skipped")], out
+    doc = json.loads((tmp_path / "out" / "fanout.json").read_text())
+    assert doc["run"] == "full" and doc["skipped"][0].startswith("peer skipped")
+    assert [r["target"] for r in doc["results"]] == ["livecomments-adaptive", "floor-tick20"]
+    for result in doc["results"]:
+        assert result["error"] is None, result
+        (step,) = result["steps"]
+        assert step["missing"] == 0 and step["lost_connections"] == 0, step
+    md = (tmp_path / "out" / "fanout.md").read_text()
+    assert "| livecomments-adaptive | 20 |" in md and "peer skipped" in md
+
+
+def test_fanout_target_that_does_not_start_is_a_row_not_a_crash(tmp_path: Path) -> None:
+    fake_peer = tmp_path / "livecomments-bench" / ".venv-peer" / "bin" / "python"  # installed, but broken
+    fake_peer.parent.mkdir(parents=True)
+    fake_peer.write_text("#!/bin/sh\necho 'peer: broken on purpose' >&2\nexit 3\n")
+    fake_peer.chmod(0o755)
+    out = ok(bench(tmp_path, "fanout", "--viewers", "20", "--rates", "20", "--duration", "0.3", "--warmup", "0.1",
+                   "--targets", "peer,floor-tick20", "--no-pin", "--out", str(tmp_path / "out")))
+    doc = json.loads((tmp_path / "out" / "fanout.json").read_text())
+    peer, floor = doc["results"]
+    assert peer["target"] == "peer" and "did not start" in peer["error"] and "broken on purpose" in peer["error"]
+    assert floor["error"] is None and floor["steps"][0]["missing"] == 0, floor
+    assert "| peer | 20 |" in (tmp_path / "out" / "fanout.md").read_text(), out
+
+
+@pytest.mark.parametrize("command", ["strategies", "fanout", "write", "history", "all"])
+def test_missing_bench_extra_is_named_in_one_line(tmp_path: Path, command: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", BLOCK_NUMPY, "bench", command, "--quick"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "Error: livecomments bench needs the bench extra: pip install 'livecomments[bench]' (numpy not installed)"
+    ]
+    assert not (tmp_path / "livecomments-bench").exists()

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from livecomments.config import ConfigError, load, options
+from tests.fixtures.processes import free_port
 
 CLI = [sys.executable, "-m", "livecomments"]
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=30, env=env)
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=30, env=env, cwd=cwd)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The refusal: exit != 0, one `Error:` line last on stderr (after log lines, if it got so far), no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert lines and lines[-1].startswith("Error: ") and all(" ERROR " not in line for line in lines), result.stderr
+    return lines[-1]
 
 
 def test_help_explains_every_option():
@@ -52,12 +63,72 @@ def test_default_config_file_matches_defaults():
     (["--strategy", "dispatcher"], "registry"),
     (["--port", "70000"], "out of range"),
     (["--broker", "kafka://x"], "broker"),
+    # a dispatcher in role both with a registry other processes see: their pushes would all be 401
+    (["--strategy", "dispatcher", "--registry", "redis://127.0.0.1:1/0"], "--cluster-secret"),
+    (["--strategy", "dispatcher", "--registry", "etcd://127.0.0.1:1"], "--cluster-secret"),
+    (["--strategy", "dispatcher", "--registry", "zk://x"], "registry 'zk://x': use memory://"),
+    (["--registry", "zk://x"], "registry 'zk://x'"),
+    (["--log-level", "verbose"], "log_level must be one of debug, info, warning, error, not 'verbose'"),
+    (["--log-format", "xml"], "log_format must be one of text, json"),
 ])
-def test_impossible_setups_are_refused_in_one_line(args, message):
-    result = run("serve", *args)
-    assert result.returncode != 0
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and message in err, err
+def test_impossible_setups_are_refused_in_one_line(args, message, tmp_path):
+    err = one_line_error(run("serve", *args, cwd=tmp_path))
+    assert message in err, err
+    assert list(tmp_path.iterdir()) == []  # refused before anything was created
+
+
+def test_sqlite_url_with_two_slashes_is_refused_with_the_right_spelling(tmp_path):
+    err = one_line_error(run("serve", "--storage", "sqlite://x.db", cwd=tmp_path))
+    assert "sqlite:///x.db" in err, err
+    assert list(tmp_path.iterdir()) == []  # it used to create a folder 'sqlite:' and a database in it
+
+
+@pytest.mark.parametrize("where", ["nosuchhost.invalid", "refused"])
+def test_unreachable_postgres_is_one_line_naming_the_storage(where, tmp_path):
+    scheme, host = ("postgresql", "nosuchhost.invalid") if where != "refused" else ("postgres", f"127.0.0.1:{free_port()}")
+    err = one_line_error(run("serve", "--storage", f"{scheme}://u:pw@{host}/db", "--port", "0", cwd=tmp_path))
+    assert f"storage {scheme}://u:********@{host}/db" in err and "pw" not in err, err
+
+
+def test_print_config_masks_every_secret():
+    result = run("serve", "--print-config", "--strategy", "dispatcher", "--cluster-secret", "s3cret",
+                 "--cursor-secret", "curs0r", "--registry", "redis://:regpass@127.0.0.1:6379/0",
+                 "--broker", "redis://user:brokerpass@127.0.0.1:6379/1?password=qpass",
+                 "--storage", "postgresql://app:dbpass@db.example/comments")
+    assert result.returncode == 0, result.stderr
+    for secret in ("s3cret", "curs0r", "regpass", "brokerpass", "qpass", "dbpass"):
+        assert secret not in result.stdout, result.stdout
+    lines = set(result.stdout.splitlines())
+    assert 'cluster_secret = "********"' in lines and 'cursor_secret = "********"' in lines
+    assert 'registry = "redis://:********@127.0.0.1:6379/0"' in lines
+    assert 'broker = "redis://user:********@127.0.0.1:6379/1?password=********"' in lines
+    assert 'storage = "postgresql://app:********@db.example/comments"' in lines
+
+
+def shadow_extras(tmp_path: Path) -> dict[str, str]:
+    """An environment where the extras' packages fail to import, as when they are not installed."""
+    shadow = tmp_path / "shadow"
+    for module in ("redis", "asyncpg", "uvloop"):
+        (shadow / module).mkdir(parents=True)
+        (shadow / module / "__init__.py").write_text(f"raise ImportError('No module named {module}')\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(shadow), os.environ.get("PYTHONPATH")]))}
+
+
+def test_the_embedded_default_needs_no_extra(spawn, tmp_path):
+    server = spawn("--storage", f"sqlite:///{tmp_path}/plain.db", env=shadow_extras(tmp_path))
+    with httpx.Client(base_url=server.url, timeout=5) as client:
+        assert client.post("/v1/videos/plain/comments", json={"text": "hi", "author": "a"}).status_code == 201
+        assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize(("args", "extra"), [
+    (["--strategy", "partitioned", "--role", "writer", "--broker", "redis://127.0.0.1:1/0"], "redis"),
+    (["--strategy", "dispatcher", "--registry", "redis://127.0.0.1:1/0", "--cluster-secret", "s"], "redis"),
+    (["--storage", "postgresql://u@127.0.0.1:1/db"], "postgres"),
+])
+def test_a_url_whose_driver_is_missing_names_the_extra(args, extra, tmp_path):
+    err = one_line_error(run("serve", *args, env=shadow_extras(tmp_path), cwd=tmp_path))
+    assert f"needs the {extra} extra: pip install 'livecomments[{extra}]'" in err, err
 
 
 def test_unknown_key_in_config_file(tmp_path):

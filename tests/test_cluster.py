@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import signal
+import socket
+import subprocess
 import sys
+from collections import Counter, defaultdict
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from livecomments import cluster as cluster_module
 from livecomments.cluster import Cluster, ClusterError, find_binary
 from tests.helpers import post
-from tests.sse import open_stream
+from tests.sse import close_streams, open_stream
 
 
 def group_exists(pgid: int) -> bool:
@@ -81,3 +86,125 @@ def test_missing_binary_names_the_install_command(monkeypatch, tmp_path: Path):
         find_binary("nginx")
     with pytest.raises(ClusterError, match="apt-get install redis-server"):
         Cluster(realtime=1, strategy="partitioned", workdir=str(tmp_path / "c")).start()
+
+
+def live_in_group(pgid: int) -> list[int]:
+    """Pids of the group that are not zombies (an orphan's zombie may wait for a reaper that never comes)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+            if int(pgrp) == pgid and state != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+async def start_cluster_command(tmp_path: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "livecomments", "cluster", "--realtime", "2", "--writers", "1",
+        "--workdir", str(tmp_path / "c"), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out = ""
+    async with asyncio.timeout(30):
+        while "Ctrl-C stops everything." not in out:
+            line = await proc.stdout.readline()
+            if not line:
+                pytest.fail(f"cluster exited: {out}{(await proc.stderr.read()).decode()}")
+            out += line.decode()
+    return proc, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP], ids=["SIGKILL", "SIGHUP"])
+async def test_children_die_with_the_launcher(sig: int, tmp_path: Path):
+    """SIGKILL: the kernel's parent-death signal ends them; SIGHUP (terminal closed): stopped like SIGTERM."""
+    proc, out = await start_cluster_command(tmp_path, "--strategy", "partitioned")
+    pgids = [int(p) for p in re.findall(r" pid (\d+) ", out)]
+    assert len(pgids) == 5, out  # redis, w1, rt1, rt2, nginx (with its workers in its group)
+    try:
+        proc.send_signal(sig)
+        async with asyncio.timeout(10):
+            await proc.wait()
+        left: dict[int, list[int]] = {}
+        async with asyncio.timeout(20):  # livecomments ends its streams and commits: a few seconds at most
+            while left := {g: pids for g in pgids if (pids := live_in_group(g))}:
+                await asyncio.sleep(0.1)  # other processes: nothing to await but their exit
+    finally:
+        for pgid in pgids:
+            if live_in_group(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+    assert left == {}, out
+
+
+def test_a_taken_port_is_one_line_and_starts_nothing(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # the taken port is the writer's; the old launcher started it and failed with its log's tail
+        done = subprocess.run(
+            [sys.executable, "-m", "livecomments", "cluster", "--realtime", "1", "--writers", "1", "--lb", "none",
+             "--strategy", "partitioned", "--broker-url", "redis://127.0.0.1:1/0", "--base-port", str(port),
+             "--workdir", str(tmp_path / "c")],
+            capture_output=True, text=True, timeout=30,
+        )
+    err = done.stderr.strip()
+    assert done.returncode != 0 and len(err.splitlines()) == 1 and f"port {port} is taken" in err, err
+    assert "Ctrl-C" not in done.stdout
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("*.log"))
+
+
+async def test_bounded_spreads_a_hot_video_and_keeps_cold_ones_on_one_server(tmp_path: Path):
+    """`cluster --lb haproxy --policy bounded`: HAProxy's hash-balance-factor 125 over 4 realtime servers.
+    160 viewers of 160 videos make the background; then 4 cold videos with 3 viewers each, then a hot
+    video with 48. Viewers connect one after another (each waits for its first frame), so HAProxy sees
+    one fixed sequence and the placement is the same on every run."""
+    c = Cluster(realtime=4, strategy="partitioned", lb="haproxy", policy="bounded", workdir=str(tmp_path / "c"))
+    await asyncio.to_thread(c.start)
+    try:
+        assert "hash-balance-factor 125" in (c.workdir / "haproxy.cfg").read_text()
+        served: dict[str, list[str]] = defaultdict(list)
+        hot = []
+        # more streams than the shared session's pool of 100
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            for video in [f"bg-{i}" for i in range(160)] + [f"cold-{i // 3}" for i in range(12)] + ["hot"] * 48:
+                stream = await open_stream(session, c.url, video)
+                served[video].append(stream.resp.headers["X-Served-By"])
+                if video == "hot":
+                    hot.append(stream)
+            load = Counter(server for servers in served.values() for server in servers)
+            assert len(set(served["hot"])) >= 2, served["hot"]  # plain hash holds all 48 on one server
+            assert max(load.values()) <= math.ceil(1.25 * sum(load.values()) / 4) + 1, load
+            assert all(len(set(served[f"cold-{i}"])) == 1 for i in range(4)), served
+            await post(session, c.url, "hot", text="to every server")
+            for stream in hot:
+                assert (await stream.next_comment())["text"] == "to every server"
+            close_streams(session)
+    finally:
+        await asyncio.to_thread(c.stop)
+    assert not any(group_exists(m.pid) for m in c.members)
+
+
+def test_bounded_needs_haproxy(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match="policy bounded needs --lb haproxy"):
+        Cluster(realtime=2, policy="bounded", workdir=str(tmp_path / "c"))
+
+
+async def test_cluster_prints_the_demo_url_and_passes_partitions_without_a_dashboard(tmp_path: Path):
+    proc, out = await start_cluster_command(tmp_path, "--strategy", "partitioned", "--partitions", "0",
+                                            "--no-dashboard")
+    try:
+        url = re.search(r"^url (\S+)", out, re.M).group(1)
+        assert re.search(rf"^demo {re.escape(url)}/demo/$", out, re.M), out
+        assert "dashboard" not in out
+        for pid in re.findall(r"^  (?:w|rt)\d\s+\S+\s+pid (\d+)", out, re.M):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert argv[argv.index(b"--partitions") + 1] == b"0"  # one channel per video, on every server
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            assert await proc.wait() == 0

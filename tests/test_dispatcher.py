@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from livecomments.registry.base import Registry, open_registry
+from tests.fixtures.processes import free_port
 from tests.helpers import metric, post, until_status
 from tests.sse import open_stream
 
@@ -35,11 +38,17 @@ def cluster(spawn: Any, registry_url: str, tmp_path: Path) -> Any:
     """cluster(role) -> a started process of the dispatcher cluster sharing one storage."""
 
     def start(role: str) -> Any:
-        return spawn(
+        push = []  # a realtime process takes pushes on a port of its own: it is what the registry lists
+        if role == "realtime":
+            port = free_port()
+            push = ["--internal-port", str(port), "--advertise-url", f"http://127.0.0.1:{port}"]
+        proc = spawn(
             "--role", role, "--strategy", "dispatcher", "--registry", registry_url,
-            "--cluster-secret", SECRET, "--registry-ttl", "2", "--unwatch-linger", "0.1",
-            "--storage", f"sqlite:///{tmp_path}/lc.db",
+            "--cluster-secret", SECRET, "--registry-ttl", "2", "--unwatch-linger", "0.1", "--repair-interval", "0.3",
+            "--storage", f"sqlite:///{tmp_path}/lc.db", *push,
         )
+        proc.push_url = push[-1] if push else ""
+        return proc
 
     return start
 
@@ -70,7 +79,7 @@ async def test_pushes_only_to_servers_with_viewers(cluster: Any, session: Any, r
     v1 = await open_stream(session, s1.url, "X")
     v2 = await open_stream(session, s2.url, "X")
     other = await open_stream(session, s3.url, "Y")  # s3 is registered, just not for X
-    await servers_of(registry, "X", {s1.url, s2.url})
+    await servers_of(registry, "X", {s1.push_url, s2.push_url})
 
     sent = await post(session, writer.url, "X", text="goal!")
     assert (await v1.next_comment())["seq"] == sent["seq"]
@@ -86,7 +95,7 @@ async def test_pushes_only_to_servers_with_viewers(cluster: Any, session: Any, r
     assert await metric(session, s1.url, RECEIVED) == 1
     assert await metric(session, s3.url, "livecomments_comments_discarded_total") == 0
     v2.close()
-    await servers_of(registry, "X", {s1.url})  # the last viewer left: deregistered after the linger
+    await servers_of(registry, "X", {s1.push_url})  # the last viewer left: deregistered after the linger
 
 
 async def test_killed_server_expires_and_its_viewers_miss_nothing(
@@ -95,7 +104,7 @@ async def test_killed_server_expires_and_its_viewers_miss_nothing(
     writer, s1, s2, s3 = await start_all(cluster, "writer", "realtime", "realtime", "realtime")
     v1 = await open_stream(session, s1.url, "X")
     v2 = await open_stream(session, s2.url, "X")
-    await servers_of(registry, "X", {s1.url, s2.url})
+    await servers_of(registry, "X", {s1.push_url, s2.push_url})
     first = await post(session, writer.url, "X", text="one")
     assert (await v2.next_comment())["seq"] == first["seq"]
 
@@ -107,7 +116,7 @@ async def test_killed_server_expires_and_its_viewers_miss_nothing(
     assert (await moved.next_comment())["seq"] == second["seq"]
     assert (await v1.comments(2))[1]["seq"] == second["seq"]
 
-    await servers_of(registry, "X", {s1.url, s3.url})  # s2's lease ran out; nobody deregistered it
+    await servers_of(registry, "X", {s1.push_url, s3.push_url})  # s2's lease ran out; nobody deregistered it
     failures = await metric(session, writer.url, FAILURES)
     third = await post(session, writer.url, "X", text="three")
     assert (await moved.next_comment())["seq"] == third["seq"]
@@ -123,7 +132,7 @@ async def test_a_joining_server_gets_what_a_stale_writer_cache_missed(
     without any later comment."""
     writer, s1, s2 = await start_all(cluster, "writer", "realtime", "realtime")
     v1 = await open_stream(session, s1.url, "X")
-    await servers_of(registry, "X", {s1.url})
+    await servers_of(registry, "X", {s1.push_url})
     await post(session, writer.url, "X", text="warm the cache")
     await v1.next_comment()
     for i in range(3):
@@ -132,7 +141,7 @@ async def test_a_joining_server_gets_what_a_stale_writer_cache_missed(
         got = [c["seq"] for c in await joined.comments(sent["seq"])]
         assert got == list(range(1, sent["seq"] + 1))
         joined.close()
-        await servers_of(registry, "X", {s1.url})
+        await servers_of(registry, "X", {s1.push_url})
 
 
 async def test_registry_outage_is_not_ready_then_recovers(
@@ -145,8 +154,31 @@ async def test_registry_outage_is_not_ready_then_recovers(
 
     registry_server.stop()  # the lease cannot be renewed: a balancer must stop sending viewers
     await until_status(session, f"{s1.url}/readyz", 503)
+    # A viewer arriving anyway gets a stream, served from storage while nobody can route to it.
+    newcomer = await open_stream(session, s1.url, "Y")
+    await post(session, writer.url, "Y", text="unroutable")
+    assert (await newcomer.next_comment(timeout=10))["text"] == "unroutable"
     registry_server.start()  # an empty Redis has lost every registration: they must be put back
     await until_status(session, f"{s1.url}/readyz", 200)
     await until_status(session, f"{writer.url}/readyz", 200)
     await post(session, writer.url, "X", text="after")
     assert (await viewer.next_comment())["text"] == "after"
+    await post(session, writer.url, "Y", text="routed again")
+    assert (await newcomer.next_comment())["text"] == "routed again"
+
+
+async def test_a_frozen_registry_does_not_hold_the_acknowledgement(
+    cluster: Any, registry_server: Any, session: Any, registry: Registry
+) -> None:
+    """A video's first comment needs a registry lookup; the 201 must not wait for it."""
+    writer, s1 = await start_all(cluster, "writer", "realtime")
+    viewer = await open_stream(session, s1.url, "Z")
+    await servers_of(registry, "Z", {s1.push_url})
+    registry_server.proc.send_signal(signal.SIGSTOP)  # connected, answering nothing
+    try:
+        quick = aiohttp.ClientTimeout(total=0.5)  # the lookup alone used to hold the post for 1 s
+        sent = [await post(session, writer.url, "Z", text=f"frozen {i}", timeout=quick) for i in range(3)]
+    finally:
+        registry_server.proc.send_signal(signal.SIGCONT)
+    got = await viewer.comments(3, timeout=10)  # pushed once the lookup answers, else repaired
+    assert [c["seq"] for c in got] == [c["seq"] for c in sent]

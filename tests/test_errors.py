@@ -25,7 +25,7 @@ def bad_posts() -> list[tuple[str, str, bytes, dict[str, str], int, str]]:
         ("author too long", "v", b'{"text": "hi", "author": "' + b"b" * 65 + b'"}', JSON, 422, "author_too_long"),
         ("invalid video id", "a.b", ok, JSON, 400, "invalid_video_id"),
         ("video id too long", "v" * 65, ok, JSON, 400, "invalid_video_id"),
-        ("oversized body", "v", b'{"text": "' + b"a" * 20000 + b'", "author": "ana"}', JSON, 413, "body_too_large"),
+        ("oversized body", "v", b'{"text": "' + b"a" * 30000 + b'", "author": "ana"}', JSON, 413, "body_too_large"),
     ]
 
 

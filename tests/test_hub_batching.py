@@ -26,8 +26,10 @@ async def test_fixed_window_coalesces_in_order_and_holds_at_most_the_window(star
             await post(session, base, "v", f"c{i}")
         for viewer in viewers:
             assert await viewer.comment_chunk() == [1, 2, 3, 4, 5]  # one write, seq order
-        # Held for the window from the first comment, not longer (generous slack for CI).
-        assert 0.25 <= time.monotonic() - started < 1.5
+        assert time.monotonic() - started >= 0.25  # held for the window from the first comment
+        await post(session, base, "v", "c5")  # the window that was flushed does not hold it again
+        for viewer in viewers:
+            assert await viewer.comment_chunk() == [6]
     finally:
         for viewer in viewers:
             viewer.close()
@@ -38,10 +40,8 @@ async def test_adaptive_writes_a_quiet_video_at_once(start_server, session):
     viewer = await RawStream.open(base, "quiet")
     try:
         for i in range(3):  # a small video: never held, even with comments close together
-            started = time.monotonic()
             seq = await post(session, base, "quiet", f"c{i}")
-            assert await viewer.comment_chunk(timeout=2.0) == [seq]
-            assert time.monotonic() - started < 1.0
+            assert await viewer.comment_chunk(timeout=2.0) == [seq]  # well inside the 5 s window
     finally:
         viewer.close()
 
@@ -51,15 +51,15 @@ HOT_VIEWERS = 64
 
 async def test_adaptive_batches_a_hot_video_after_its_first_comment(start_server, session):
     # 64 viewers × 2 comments/s reaches batch_hot=100: the second comment makes the video hot
-    base = await start_server(batch_ms=400, batch_adaptive=True, batch_hot=100)
+    base = await start_server(batch_ms=4000, batch_adaptive=True, batch_hot=100)
     viewers = await asyncio.gather(*(RawStream.open(base, "hot") for _ in range(HOT_VIEWERS)))
     try:
         await post(session, base, "hot", "first")  # 64 × 1/s: not hot yet, goes at once
-        firsts = await asyncio.gather(*(v.comment_chunk(timeout=0.35) for v in viewers))
+        firsts = await asyncio.gather(*(v.comment_chunk(timeout=2.0) for v in viewers))  # < the window
         assert firsts == [[1]] * HOT_VIEWERS
         for i in range(3):  # now hot: held for the window, then one write
             await post(session, base, "hot", f"c{i}")
-        rest = await asyncio.gather(*(v.comment_chunk(timeout=3.0) for v in viewers))
+        rest = await asyncio.gather(*(v.comment_chunk(timeout=10.0) for v in viewers))
         assert rest == [[2, 3, 4]] * HOT_VIEWERS
     finally:
         for viewer in viewers:

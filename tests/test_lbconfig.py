@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -141,17 +142,61 @@ async def test_haproxy_config_routes_by_video(start_server, start_proxy, session
         assert r.status == 404
 
 
+@pytest.mark.parametrize("fmt", ["nginx", "haproxy"])
+async def test_the_demo_page_is_reachable_through_the_balancer(fmt: str, start_server, start_proxy, session):
+    addr = (await start_server(server_id="rt1")).removeprefix("http://")
+    proxy = start_proxy([addr], [addr], fmt=fmt)
+    async with session.get(f"{proxy.url}/?video=abc", allow_redirects=False) as r:
+        assert r.status == 302 and r.headers["Location"] == "/demo/?video=abc"
+    async with session.get(f"{proxy.url}/demo/") as r:
+        assert r.status == 200 and r.content_type == "text/html"
+    async with session.get(f"{proxy.url}/demo/config.json") as r:
+        assert r.status == 200 and "max_text" in await r.json()
+    async with session.get(f"{proxy.url}/elsewhere") as r:
+        assert r.status == 404
+
+
 def test_haproxy_and_nginx_accept_the_configs(tmp_path: Path):
-    for policy in ("hash", "round-robin"):
+    for policy in ("hash", "round-robin", "bounded"):
         b = Balancer("127.0.0.1:8080", ["127.0.0.1:9001", "127.0.0.1:9002"], ["127.0.0.1:9000"],
                      policy, str(tmp_path))
         (tmp_path / "h.cfg").write_text(render(b, "haproxy"))
-        (tmp_path / "n.conf").write_text(render(b, "nginx"))
-        for args in ([binary("haproxy", "haproxy"), "-c", "-f", str(tmp_path / "h.cfg")],
-                     [binary("nginx", "nginx"), "-t", "-e", str(tmp_path / "e.log"),
-                      "-c", str(tmp_path / "n.conf")]):
+        checks = [[binary("haproxy", "haproxy"), "-c", "-f", str(tmp_path / "h.cfg")]]
+        if policy != "bounded":  # nginx has no bounded loads: refused, see below
+            (tmp_path / "n.conf").write_text(render(b, "nginx"))
+            checks.append([binary("nginx", "nginx"), "-t", "-e", str(tmp_path / "e.log"), "-c", str(tmp_path / "n.conf")])
+        for args in checks:
             done = subprocess.run(args, capture_output=True, timeout=10)
             assert done.returncode == 0, done.stderr.decode()
+
+
+def test_bounded_is_haproxys_hash_balance_factor_and_nginx_refuses_it():
+    args = ["--backend", "127.0.0.1:9001", "--backend", "127.0.0.1:9002", "--writer", "127.0.0.1:9000",
+            "--policy", "bounded"]
+    haproxy = CliRunner().invoke(lb_config, [*args, "--format", "haproxy", "--balance-factor", "1.5"])
+    assert haproxy.exit_code == 0, haproxy.output
+    backend = haproxy.output.split("\nbackend livecomments_realtime", 1)[1].split("\nbackend ", 1)[0]
+    assert "    balance hash path,field(4,/)\n    hash-type consistent\n    hash-balance-factor 150\n" in backend
+    done = subprocess.run([sys.executable, "-m", "livecomments", "lb-config", *args], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode != 0 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "Error: nginx has no bounded-load hashing: use --format haproxy for --policy bounded (hash-balance-factor)"
+    ]
+    low = CliRunner().invoke(lb_config, [*args, "--format", "haproxy", "--balance-factor", "1"])
+    assert low.exit_code != 0 and "--balance-factor" in low.output
+
+
+async def test_haproxy_starts_streams_without_delay(start_server, start_proxy, session):
+    """HAProxy 2.6 held each stream's first frame ~200 ms until `option http-no-delay`."""
+    addr = (await start_server(server_id="rt1")).removeprefix("http://")
+    haproxy = start_proxy([addr], [addr], "hash", fmt="haproxy")
+    waits = []
+    for i in range(7):
+        started = asyncio.get_running_loop().time()
+        (await open_stream(session, haproxy.url, f"quick-{i}")).close()
+        waits.append(asyncio.get_running_loop().time() - started)
+    assert sorted(waits)[3] < 0.1, waits
 
 
 def test_cli_prints_config_and_refuses_bad_addresses():
@@ -164,7 +209,21 @@ def test_cli_prints_config_and_refuses_bad_addresses():
                                    "--policy", "round-robin"])
     assert "hash $video_id" not in rr.output
     bad = runner.invoke(lb_config, ["--backend", "nohost", "--writer", "127.0.0.1:9000"])
-    assert bad.exit_code == 2 and "HOST:PORT" in bad.output
+    assert bad.exit_code != 0 and "HOST:PORT" in bad.output
+
+
+@pytest.mark.parametrize("args", [
+    ["--backend", "http://127.0.0.1:9001", "--writer", "127.0.0.1:9000"],
+    ["--backend", "127.0.0.1:9001", "--writer", "127.0.0.1:9000/"],
+    ["--backend", "nohost", "--writer", "127.0.0.1:9000"],
+    ["--backend", "127.0.0.1:9001", "--writer", "127.0.0.1:9000", "--listen", "127.0.0.1:99999"],
+])
+def test_cli_refuses_what_is_not_host_port_in_one_line(args):
+    """A URL used to pass (rpartition(':') took 'http://127.0.0.1' for the host) and nginx failed later."""
+    done = subprocess.run([sys.executable, "-m", "livecomments", "lb-config", *args],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and "expected HOST:PORT" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize(("path", "fmt"), [("nginx.example.conf", "nginx"),

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from benchmarks import strategies
+from livecomments.benchmarks import strategies
 from livecomments.cli import main
+from livecomments.ring import HashRing, bounded_placement
 from livecomments.simulate import POLICY_CHOICES, Result, analyse, place, run_all
 from livecomments.workload import POLICIES, Workload, node_names
 
@@ -72,17 +74,18 @@ async def test_agrees_with_strategy_benchmark() -> None:
         partitions=4,
         warmup=0.3,
         duration=0.7,
-        policies=("hash",),
+        policies=("hash", "bounded"),
         progress=False,
     )
     assert strategies.cluster_mode(settings) == "cluster", "the Redis broker is part of the package"
     results = await strategies.run(settings)
-    assert [r["status"] for r in results] == ["ok"] * 4, [r.get("error") for r in results]
+    assert [r["status"] for r in results] == ["ok"] * 8, [r.get("error") for r in results]
     for r in results:
         assert r["loss"] == 0 and r["disorder"] == 0, r
         workload = settings.workload()
+        placement = place(workload, r["policy"], r["nodes"])
         sim = analyse(
-            place(workload, r["policy"], r["nodes"]),
+            placement,
             r["strategy"],
             r["partitions"],
             np.asarray(r["post_counts"], dtype=np.float64),
@@ -91,5 +94,42 @@ async def test_agrees_with_strategy_benchmark() -> None:
         assert r["wasted_fraction"] == pytest.approx(sim.wasted_fraction, rel=0.10, abs=0.01), r["label"]
         assert r["channels_mean"] == pytest.approx(sim.channels_mean, rel=0.10), r["label"]
         assert r["delivered"] == pytest.approx(sim.delivered_per_s, rel=0.10), r["label"]
+        assert r["connections_per_server"] == viewers_per_server(placement).tolist(), r["label"]
     broadcast = next(r for r in results if r["strategy"] == "broadcast")
     assert broadcast["wasted_fraction"] > 0.2, "two hashed servers each drop the other's videos"
+
+
+def viewers_per_server(placement) -> np.ndarray:
+    return np.bincount(placement.server, weights=placement.viewers, minlength=placement.servers)
+
+
+def test_bounded_caps_every_server_and_spreads_the_hot_video() -> None:
+    workload = Workload(videos=300, viewers=6000, rate=10.0, zipf=1.1, seed=2)
+    nodes = node_names(8)
+    hashed, bounded = place(workload, "hash", nodes), place(workload, "bounded", nodes)
+    assert viewers_per_server(hashed).max() > 1.5 * 750  # the hottest video's 1,229 viewers on one server
+    assert viewers_per_server(bounded).max() <= math.ceil(1.25 * 750)
+    servers_per_video = np.bincount(bounded.video, minlength=300)
+    assert servers_per_video[0] >= 3
+    small = (workload.viewers_per_video > 0) & (workload.viewers_per_video <= 10)
+    assert (servers_per_video[small] == 1).mean() > 0.6, "most cold videos stay on one server"
+    looser = place(workload, "bounded", nodes, balance_factor=2.0)
+    assert viewers_per_server(looser).max() <= 2 * 750
+    assert len(looser.video) < len(bounded.video), "a larger factor spills fewer videos"
+    rates = workload.rate * workload.popularity
+    for placement in (hashed, bounded):
+        assert analyse(placement, "partitioned", 0, rates, 1.0).wasted_fraction == 0.0
+
+
+def test_bounded_placement_follows_haproxys_slots_at_every_step() -> None:
+    """ceil((n + 1) × 125 / 100) slots for n connections plus the new one, split over 4 servers."""
+    ring = HashRing(node_names(4))
+    placed = bounded_placement(ring, ["hot", "cold"], [0] * 40, 1.25)
+    home = node_names(4).index(ring.node_for("hot"))
+    assert placed[0] == home and len(set(placed)) == 4
+    counts = [0] * 4
+    for n, node in enumerate(placed):
+        counts[node] += 1
+        assert max(counts) <= math.ceil(math.ceil((n + 1) * 1.25) / 4), (n, counts)
+    with pytest.raises(ValueError, match="above 1"):
+        bounded_placement(ring, ["hot"], [0], 1.0)

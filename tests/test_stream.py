@@ -23,6 +23,7 @@ async def test_wire_bytes_are_exact(start_server, session):
         assert resp.headers["X-Served-By"]
         async with asyncio.timeout(5):
             assert await resp.content.readuntil(b"\n\n") == b"retry: 2000\n\n"
+            assert await resp.content.readuntil(b"\n\n") == b'event: viewers\ndata: {"video_id":"abc","viewers":1}\n\n'
             comment = await post(session, base, "abc", "goal!", "ana")
             frame = await resp.content.readuntil(b"\n\n")
         expected = (
@@ -39,6 +40,8 @@ async def test_a_parser_we_did_not_write_reads_the_stream(start_server):
             events = source.aiter_sse()
             first = await anext(events)
             assert first.retry == 2000
+            greeting = await anext(events)  # the newcomer is told the viewer count at once
+            assert (greeting.event, greeting.data, greeting.id) == ("viewers", '{"video_id":"v1","viewers":1}', "")
             for i in range(3):
                 r = await client.post("/v1/videos/v1/comments", json={"text": f"c{i}", "author": "bo"})
                 assert r.status_code == 201
@@ -51,6 +54,7 @@ async def test_a_parser_we_did_not_write_reads_the_stream(start_server):
 async def test_heartbeat_lines(start_server, session):
     base = await start_server(ping_interval=0.1)
     stream = await open_stream(session, base, "quiet")
+    assert (await stream.next(timeout=3)).event == "viewers"  # the newcomer's count comes first
     event = await stream.next(timeout=3)
     assert event.comments == ["ping"] and event.data == ""
 
@@ -114,9 +118,57 @@ async def test_resume_point_from_the_future_resets_to_now(start_server, session)
     await post(session, base, "f", "one")
     stream = await open_stream(session, base, "f", last_event_id=500)
     reset = await stream.next()
-    assert reset.event == "reset"
+    assert reset.event == "reset" and reset.json() == {"oldest_seq": 2}
     await post(session, base, "f", "two")
     assert (await stream.next_comment())["seq"] == 2
+
+
+async def test_resume_ahead_of_this_servers_feed_is_a_normal_resume(start_server, session, tmp_path):
+    """Last-Event-ID names a seq storage holds but this server's feed has not brought yet:
+    served like any resume, no reset and no duplicate."""
+    db = f"sqlite:///{tmp_path}/shared.db"
+    realtime = await start_server(storage=db, repair_interval=60)  # no head check: only a gap repairs
+    writer = await start_server(storage=db)  # same storage, its own broker: its comments never reach realtime
+    watcher = await open_stream(session, realtime, "lag")
+    await post(session, realtime, "lag", "one")
+    assert (await watcher.next_comment())["seq"] == 1
+    for text in ("two", "three"):  # acknowledged by the writer, not yet seen by realtime
+        await post(session, writer, "lag", text)
+    resumed = await open_stream(session, realtime, "lag", last_event_id=3)
+    await post(session, realtime, "lag", "four")  # realtime sees the gap and repairs 2..3 from storage
+    assert [c["seq"] for c in await watcher.comments(3)] == [2, 3, 4]
+    event = await resumed.next()
+    while event.event == "viewers":  # counts (its greeting, the update for both) are not the log
+        event = await resumed.next()
+    assert (event.event, event.id) == ("comment", "4")
+
+
+async def test_head_on_a_stream_is_headers_only_and_registers_no_viewer(start_server, session):
+    base = await start_server()
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        # Pipelined: the next response must follow the HEAD's headers at once, with no body between.
+        writer.write(b"HEAD /v1/videos/h/stream HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+            following = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert b"content-type: text/event-stream" in head.lower()
+    assert following.startswith(b"HTTP/1.1 200 "), following
+    assert await metric(session, base, "livecomments_connections") == 0
+    assert await metric(session, base, "livecomments_watched_videos") == 0
+
+
+async def test_head_on_a_stream_validates_like_get(start_server, session):
+    base = await start_server()
+    async with session.head(f"{base}/v1/videos/bad$id/stream") as r:
+        assert r.status == 400
+    async with session.head(f"{base}/v1/videos/ok/stream", headers={"Last-Event-ID": "x"}) as r:
+        assert r.status == 400
 
 
 async def test_slow_viewer_is_cut_and_others_are_not_delayed(start_server, session):

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 from redis.crc import key_slot
 
+from livecomments.brokers import redis_counts
 from livecomments.brokers.base import OnMessage, OnReset
 from livecomments.brokers.redis_link import (
     CONNECT_TIMEOUT,
@@ -88,7 +89,16 @@ class RedisBroker:
         self._supervisor = asyncio.create_task(self._supervise())
 
     async def publish(self, channel: str, data: bytes) -> None:
-        await self._publisher.publish(channel, data)
+        """Queued, sent in call order in the background: returns at once."""
+        self._publisher.publish(channel, data)
+
+    async def put_counts(self, server: str, counts: dict[str, int], ttl: float) -> None:
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            await redis_counts.put_counts(self._publisher.client, server, counts, ttl)
+
+    async def count(self, video_id: str) -> int | None:
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            return await redis_counts.count(self._publisher.client, video_id)
 
     async def subscribe(self, *channels: str) -> None:
         """Returns once Redis confirmed every channel; raises (holding none of the new ones) if not."""

@@ -1,14 +1,15 @@
-"""The writer's side of the Redis broker: ordered, pipelined, fast to fail.
+"""The writer's side of the Redis broker: ordered, pipelined, never holding the caller.
 
 One task sends everything, in call order, as pipelines on one connection (a cluster
 client routes each SPUBLISH to its slot's master, in order per node), so a channel's
 messages leave in the order publish() was called: the writer calls it in the order
 comments were stored.
 
-While Redis is unreachable publish() raises at once (the comment is already stored,
-posting must go on), but the message stays queued, up to MAX_UNSENT (oldest dropped
-first), and goes out in order once the link is back. That matters for the last comments
-of an outage: a realtime process repairs a seq gap only when a later comment arrives.
+publish() only queues: a post's 201 never waits for Redis (a frozen Redis must not turn
+into slow acknowledgements and duplicate retries). The queue is bounded (MAX_UNSENT,
+oldest dropped first) and retried with backoff while Redis is unreachable, then sent in
+order once it is back. A message dropped or lost anyway is found by the realtime
+processes' head check, which reads it from storage.
 """
 
 from __future__ import annotations
@@ -29,17 +30,12 @@ MAX_BATCH = 512
 MAX_UNSENT = 10_000
 
 
-class PublishUnavailable(ConnectionError):
-    """Redis is unreachable; the message is queued for when it is back."""
-
-
 class Unsent:
-    __slots__ = ("channel", "data", "waiter")
+    __slots__ = ("channel", "data")
 
-    def __init__(self, channel: str, data: bytes, waiter: asyncio.Future[None] | None) -> None:
+    def __init__(self, channel: str, data: bytes) -> None:
         self.channel = channel
         self.data = data
-        self.waiter = waiter
 
 
 class RedisPublisher:
@@ -64,26 +60,27 @@ class RedisPublisher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
+        self._dropped = 0
         self._retry_at = 0.0
         self._error = ""
 
-    async def publish(self, channel: str, data: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        down = loop.time() < self._retry_at
-        waiter = None if down else loop.create_future()
-        self._unsent.append(Unsent(channel, data, waiter))
+    @property
+    def client(self) -> Redis | RedisCluster:
+        """The publishing client (a pool): other short commands may share it, never its queue."""
+        return self._client
+
+    def publish(self, channel: str, data: bytes) -> None:
+        """Queue a message; never waits. Called on the loop."""
+        self._unsent.append(Unsent(channel, data))
         if len(self._unsent) > MAX_UNSENT:
-            dropped = self._unsent.popleft()
-            if dropped.waiter is not None and not dropped.waiter.done():
-                dropped.waiter.set_exception(PublishUnavailable("dropped: too many unsent messages"))
+            self._unsent.popleft()
+            self._dropped += 1
+            if self._dropped == 1:
+                log.warning("redis publish queue full (%d): dropping the oldest; realtime repairs from storage",
+                            MAX_UNSENT)
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         self._wake.set()
-        if waiter is None:
-            raise PublishUnavailable(f"redis unreachable ({self._error}); queued for retry")
-        waiter.add_done_callback(lambda f: f.cancelled() or f.exception())  # may outlive its caller
-        async with asyncio.timeout(self._timeout):
-            await asyncio.shield(waiter)
 
     async def _run(self) -> None:
         """The only sender: batches go out one after the other, never concurrently."""
@@ -102,16 +99,14 @@ class RedisPublisher:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    self._failed(batch, e)
+                    self._failed(e)
                     continue
                 if self._failures:
-                    log.info("redis publishing works again")
-                self._failures, self._retry_at = 0, 0.0
+                    log.info("redis publishing works again (%d messages dropped meanwhile)", self._dropped)
+                self._failures, self._retry_at, self._dropped = 0, 0.0, 0
                 for entry in batch:
                     if self._unsent and self._unsent[0] is entry:  # publish() may have dropped the oldest
                         self._unsent.popleft()
-                    if entry.waiter is not None and not entry.waiter.done():
-                        entry.waiter.set_result(None)
 
     async def _send(self, batch: list[Unsent]) -> None:
         pipe = self._client.pipeline(transaction=False)
@@ -122,23 +117,18 @@ class RedisPublisher:
                 pipe.publish(entry.channel, entry.data)
         await pipe.execute()
 
-    def _failed(self, batch: list[Unsent], e: Exception) -> None:
+    def _failed(self, e: Exception) -> None:
         self._error = f"{type(e).__name__}: {e}"
         if self._failures == 0:
             log.warning("redis publish failed (%s); queueing until it is back", self._error)
         self._retry_at = asyncio.get_running_loop().time() + self._backoff(self._failures)
         self._failures += 1
-        for entry in batch:
-            if entry.waiter is not None and not entry.waiter.done():
-                entry.waiter.set_exception(PublishUnavailable(self._error))
-            entry.waiter = None
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        for entry in self._unsent:  # best effort ends here: nobody waits out a timeout
-            if entry.waiter is not None and not entry.waiter.done():
-                entry.waiter.set_exception(PublishUnavailable("broker closed"))
+        if self._unsent:  # best effort ends here; realtime processes read these from storage
+            log.warning("closing with %d unsent redis messages", len(self._unsent))
         self._unsent.clear()
         await self._client.aclose()

@@ -6,7 +6,8 @@ has aiohttp; the gateway is part of etcd itself (3.4+) and we need five calls of
 
 Keys: lc/v/{video}/{nonce} -> advertised URL, attached to this process' lease. etcd deletes
 them itself when the lease runs out (a killed server), and a watch on lc/v/ tells writers
-of every put and delete, in order, without polling.
+of every put and delete, in order, without polling. Viewer counts: lc/n/{video}/{nonce} ->
+count, on the same lease, written and read in transactions (one per TXN_OPS videos).
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ import asyncio
 import base64
 import logging
 import secrets
-import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import orjson
 
-from livecomments.registry.base import OnChange, OnReset
+from livecomments.registry.base import OnChange
+from livecomments.registry.lease import LeasedRegistry
 
 log = logging.getLogger(__name__)
 
 PREFIX = "lc/v/"
+COUNTS = "lc/n/"
+TXN_OPS = 128  # etcd's default --max-txn-ops
 
 
 def _b64(text: str) -> str:
@@ -41,28 +45,16 @@ def _range_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-class EtcdRegistry:
+class EtcdRegistry(LeasedRegistry):
+    errors = (aiohttp.ClientError, OSError, TimeoutError, KeyError, ValueError)
+
     def __init__(self, url: str, self_url: str, ttl: float) -> None:
+        super().__init__(max(2, round(ttl)))  # etcd refuses leases shorter than ~1.5 s
         self._base = "http://" + url.removeprefix("etcd://").rstrip("/")
         self._self_url = self_url
         self._nonce = secrets.token_hex(6)
-        self._ttl = max(2, round(ttl))  # etcd refuses leases shorter than ~1.5 s
         self._session: aiohttp.ClientSession | None = None
         self._lease = ""
-        self._videos: set[str] = set()
-        self._lease_until = 0.0  # monotonic
-        self._feed_up = True
-        self._restoring = False  # a new lease is granted but our videos are not back yet
-        self._reason = ""
-        self._tasks: list[asyncio.Task[None]] = []
-
-    @property
-    def ready(self) -> bool:
-        return self._feed_up and not self._restoring and time.monotonic() < self._lease_until
-
-    @property
-    def not_ready_reason(self) -> str:
-        return self._reason or "registry lease lost"
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         assert self._session is not None
@@ -74,76 +66,41 @@ class EtcdRegistry:
         result: dict[str, Any] = orjson.loads(data)
         return result
 
-    async def start(self, on_change: OnChange | None, on_reset: OnReset) -> None:
+    async def _open(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         try:
             await self._grant()
         except BaseException:
             await self._session.close()
             raise
-        self._tasks.append(asyncio.create_task(self._keep_alive(on_reset)))
-        if on_change is not None:
-            self._feed_up = False
-            watching = asyncio.get_running_loop().create_future()
-            self._tasks.append(asyncio.create_task(self._watch(on_change, watching)))
-            async with asyncio.timeout(max(2.0, self._ttl)):
-                await watching
 
     async def _grant(self) -> None:
-        started = time.monotonic()
         self._lease = (await self._call("/v3/lease/grant", {"TTL": self._ttl}))["ID"]
-        self._lease_until = started + self._ttl
 
-    async def _keep_alive(self, on_reset: OnReset) -> None:
-        """The one heartbeat of the process, whatever the number of videos."""
-        while True:
-            await asyncio.sleep(self._ttl / 3)
-            started = time.monotonic()
-            try:
-                result = (await self._call("/v3/lease/keepalive", {"ID": self._lease})).get("result", {})
-                if not self._restoring and int(result.get("TTL", 0)) > 0:
-                    self._lease_until, self._reason = started + self._ttl, ""
-                    continue
-                # The lease expired (we were away too long): etcd dropped our keys.
-                if not self._restoring:
-                    await self._grant()
-                    self._restoring = True
-                for video_id in list(self._videos):
-                    await self._put(video_id)
-                self._restoring, self._reason = False, ""
-                log.warning("registry lease was lost; re-registered %d videos", len(self._videos))
-                on_reset()
-            except (aiohttp.ClientError, OSError, TimeoutError, KeyError, ValueError) as e:
-                self._reason = f"registry keepalive failed: {e}"
-                log.warning("%s", self._reason)
+    async def _renew(self) -> bool:
+        result = (await self._call("/v3/lease/keepalive", {"ID": self._lease})).get("result", {})
+        if int(result.get("TTL", 0)) > 0:
+            return False
+        await self._grant()  # the lease expired (we were away too long): etcd dropped our keys
+        return True
 
-    async def _watch(self, on_change: OnChange, watching: asyncio.Future[None]) -> None:
-        """One streaming watch on the whole prefix; on_change(None) after each (re)start,
-        since events while we were away are not replayed. The gateway sends one JSON object
-        per line; a line past aiohttp's limit (a huge lease expiry) raises ValueError, and
-        the reconnect's on_change(None) refreshes everything instead: slower, never wrong."""
+    async def _restore(self, videos: list[str]) -> None:
+        for video_id in videos:
+            await self._put(video_id)
+
+    async def _feed(self, on_change: OnChange, started: Callable[[], None]) -> None:
+        """One streaming watch on the whole prefix. The gateway sends one JSON object per
+        line; a line past aiohttp's limit (a huge lease expiry) raises ValueError, and the
+        reconnect's on_change(None) refreshes everything instead: slower, never wrong."""
         assert self._session is not None
         body = orjson.dumps({"create_request": {"key": _b64(PREFIX), "range_end": _b64(_range_end(PREFIX))}})
-        delay = 0.1
-        while True:
-            try:
-                async with self._session.post(self._base + "/v3/watch", data=body) as resp:
-                    async for line in resp.content:
-                        result = orjson.loads(line).get("result", {})
-                        if result.get("created"):
-                            self._feed_up, delay = True, 0.1
-                            on_change(None)
-                            if not watching.done():
-                                watching.set_result(None)
-                        for event in result.get("events", ()):
-                            on_change(_unb64(event["kv"]["key"])[len(PREFIX) :].partition("/")[0])
-                raise aiohttp.ClientError("etcd closed the watch")
-            except (aiohttp.ClientError, OSError, ValueError, KeyError) as e:
-                self._feed_up = False
-                self._reason = f"registry watch lost: {e}"
-                log.warning("%s", self._reason)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+        async with self._session.post(self._base + "/v3/watch", data=body) as resp:
+            async for line in resp.content:
+                result = orjson.loads(line).get("result", {})
+                if result.get("created"):
+                    started()
+                for event in result.get("events", ()):
+                    on_change(_unb64(event["kv"]["key"])[len(PREFIX) :].partition("/")[0])
 
     def _key(self, video_id: str) -> str:
         return f"{PREFIX}{video_id}/{self._nonce}"
@@ -166,10 +123,29 @@ class EtcdRegistry:
         result = await self._call("/v3/kv/range", body)
         return frozenset(_unb64(kv["value"]) for kv in result.get("kvs", ()))
 
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def put_counts(self, counts: dict[str, int]) -> None:
+        ops: list[dict[str, Any]] = [
+            {"request_put": {"key": _b64(f"{COUNTS}{v}/{self._nonce}"), "value": _b64(str(n)), "lease": self._lease}}
+            if n else {"request_delete_range": {"key": _b64(f"{COUNTS}{v}/{self._nonce}")}}
+            for v, n in counts.items()
+        ]
+        for i in range(0, len(ops), TXN_OPS):
+            await self._call("/v3/kv/txn", {"success": ops[i : i + TXN_OPS]})
+
+    async def counts(self, video_ids: list[str], *, others: bool) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for i in range(0, len(video_ids), TXN_OPS):
+            part = video_ids[i : i + TXN_OPS]
+            ops = [{"request_range": {"key": _b64(f"{COUNTS}{v}/"), "range_end": _b64(_range_end(f"{COUNTS}{v}/"))}}
+                   for v in part]
+            result = await self._call("/v3/kv/txn", {"success": ops})
+            for video_id, response in zip(part, result.get("responses", ()), strict=True):
+                kvs = response.get("response_range", {}).get("kvs", ())
+                totals[video_id] = sum(int(_unb64(kv["value"])) for kv in kvs
+                                       if not (others and _unb64(kv["key"]).endswith("/" + self._nonce)))
+        return totals
+
+    async def _release(self) -> None:
         if self._session is not None:
             if self._lease:  # a clean stop removes our keys now instead of after the TTL
                 try:

@@ -12,6 +12,7 @@ class MemoryRegistry:
     def __init__(self, self_url: str) -> None:
         self._url = self_url
         self._table: dict[str, set[str]] = {}
+        self._counts: dict[str, int] = {}  # this process's viewers per video: the only process there is
         self._on_change: OnChange | None = None
 
     @property
@@ -44,6 +45,17 @@ class MemoryRegistry:
     async def lookup(self, video_id: str) -> frozenset[str]:
         return frozenset(self._table.get(video_id, ()))
 
+    async def put_counts(self, counts: dict[str, int]) -> None:
+        for video_id, n in counts.items():
+            if n:
+                self._counts[video_id] = n
+            else:
+                self._counts.pop(video_id, None)
+
+    async def counts(self, video_ids: list[str], *, others: bool) -> dict[str, int]:
+        return {v: 0 if others else self._counts.get(v, 0) for v in video_ids}
+
     async def close(self) -> None:
         self._table.clear()
+        self._counts.clear()
         self._on_change = None

@@ -5,25 +5,26 @@ Keys (one Redis, not a cluster: the scripts touch keys they compute):
   lc:reg:v:{video}     SET of members serving the video
   lc:reg:s:{member}    SET of the member's videos, so a dead member can be swept
   lc:reg:changes       pub/sub channel carrying the video_id of every change
+  lc:reg:n:{video}     HASH member -> its viewers of the video (counted only while its lease lives)
 A member is "<nonce> <url>": a restarted server is a new member, so sweeping the old one
 can never remove the new one's registrations.
 
-The heartbeat (every ttl/3, one task per process) renews our lease and sweeps members whose
+The heartbeat (registry/lease.py: every ttl/3, one task per process) renews our lease and sweeps members whose
 lease ran out, publishing a change for each of their videos: writers stop pushing to a
 killed server within about ttl + ttl/3. Lookups also skip members with an expired lease.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
-import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from livecomments.registry.base import OnChange, OnReset
+from livecomments.registry.base import OnChange
+from livecomments.registry.lease import LeasedRegistry
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ _SWEEP = """
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   for _, v in ipairs(redis.call('SMEMBERS', 'lc:reg:s:' .. m)) do
     redis.call('SREM', 'lc:reg:v:' .. v, m)
+    redis.call('HDEL', 'lc:reg:n:' .. v, m)
     redis.call('PUBLISH', KEYS[2], v)
   end
   redis.call('DEL', 'lc:reg:s:' .. m)
@@ -65,6 +67,7 @@ for i = 3, #ARGV do
   else
     redis.call('SREM', 'lc:reg:v:' .. ARGV[i], ARGV[1])
     redis.call('SREM', 'lc:reg:s:' .. ARGV[1], ARGV[i])
+    redis.call('HDEL', 'lc:reg:n:' .. ARGV[i], ARGV[1])
   end
   redis.call('PUBLISH', KEYS[1], ARGV[i])
 end
@@ -84,95 +87,77 @@ end
 return out
 """
 
+# ARGV: member, then video, count pairs (count '0': none there any more).
+PUT_COUNTS = """
+for i = 2, #ARGV, 2 do
+  if ARGV[i + 1] == '0' then
+    redis.call('HDEL', 'lc:reg:n:' .. ARGV[i], ARGV[1])
+  else
+    redis.call('HSET', 'lc:reg:n:' .. ARGV[i], ARGV[1], ARGV[i + 1])
+  end
+end
+"""
+# ARGV: member to leave out ('' for none), videos... Returns each video's count summed over live leases.
+COUNTS = _NOW + """
+local out = {}
+for i = 2, #ARGV do
+  local total = 0
+  local kv = redis.call('HGETALL', 'lc:reg:n:' .. ARGV[i])
+  for j = 1, #kv, 2 do
+    if kv[j] ~= ARGV[1] then
+      local s = redis.call('ZSCORE', KEYS[1], kv[j])
+      if s and tonumber(s) > now then total = total + tonumber(kv[j + 1]) end
+    end
+  end
+  out[i - 1] = total
+end
+return out
+"""
 
-class RedisRegistry:
+
+class RedisRegistry(LeasedRegistry):
+    errors = (RedisError, OSError)
+
     def __init__(self, url: str, self_url: str, ttl: float) -> None:
+        super().__init__(ttl)
         self._redis = aioredis.from_url(url, socket_timeout=max(1.0, ttl / 3), socket_connect_timeout=1.0)
         self._member = f"{secrets.token_hex(6)} {self_url}"
-        self._ttl = ttl
-        self._videos: set[str] = set()
         self._registers = False  # a member only once it registered something
-        self._lease_until = 0.0  # monotonic; the lease is ours until then
-        self._feed_up = True
-        self._restoring = False  # the lease lapsed and our videos are not back yet
-        self._reason = ""
-        self._tasks: list[asyncio.Task[None]] = []
         self._heartbeat = self._redis.register_script(HEARTBEAT)
         self._change = self._redis.register_script(CHANGE)
         self._lookup = self._redis.register_script(LOOKUP)
+        self._put_counts = self._redis.register_script(PUT_COUNTS)
+        self._counts = self._redis.register_script(COUNTS)
 
-    @property
-    def ready(self) -> bool:
-        return self._feed_up and not self._restoring and time.monotonic() < self._lease_until
+    async def _open(self) -> None:
+        await self._renew()  # raises at start if Redis is unreachable: refused, not discovered later
 
-    @property
-    def not_ready_reason(self) -> str:
-        return self._reason or "registry lease lost"
-
-    async def start(self, on_change: OnChange | None, on_reset: OnReset) -> None:
-        await self._beat()  # raises at start if Redis is unreachable: refused, not discovered later
-        self._tasks.append(asyncio.create_task(self._beat_forever(on_reset)))
-        if on_change is not None:
-            self._feed_up = False
-            subscribed = asyncio.get_running_loop().create_future()
-            self._tasks.append(asyncio.create_task(self._listen(on_change, subscribed)))
-            async with asyncio.timeout(max(2.0, self._ttl)):
-                await subscribed
-
-    async def _beat(self) -> bool:
+    async def _renew(self) -> bool:
         member = self._member if self._registers else ""
-        started = time.monotonic()
         lost = await self._heartbeat(keys=[LEASES, CHANNEL], args=[member, int(self._ttl * 1000)])
-        self._lease_until = started + self._ttl
-        return bool(lost) and bool(self._videos)
+        return bool(lost)  # writers may have swept us: our videos must go back
 
-    async def _beat_forever(self, on_reset: OnReset) -> None:
-        while True:
-            await asyncio.sleep(self._ttl / 3)
-            try:
-                if await self._beat():
-                    self._restoring = True
-                if self._restoring and self._videos:
-                    # Writers may have swept us: put every video back, then let the hub repair.
-                    await self._change(keys=[CHANNEL], args=[self._member, "+", *self._videos])
-                    log.warning("registry lease was lost; re-registered %d videos", len(self._videos))
-                    on_reset()
-                self._restoring, self._reason = False, ""
-            except (RedisError, OSError) as e:
-                self._reason = f"registry heartbeat failed: {e}"
-                log.warning("%s", self._reason)
+    async def _restore(self, videos: list[str]) -> None:
+        await self._change(keys=[CHANNEL], args=[self._member, "+", *videos])
 
-    async def _listen(self, on_change: OnChange, subscribed: asyncio.Future[None]) -> None:
-        """The change feed. After each (re)subscription, on_change(None): changes made while
-        we were away are not replayed by pub/sub."""
-        delay = 0.1
-        while True:
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(CHANNEL)
-                while (await pubsub.get_message(timeout=5.0) or {}).get("type") != "subscribe":
-                    pass
-                self._feed_up, delay = True, 0.1
-                on_change(None)
-                if not subscribed.done():
-                    subscribed.set_result(None)
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-                    if msg is not None:
-                        on_change(msg["data"].decode())
-            except (RedisError, OSError) as e:
-                self._feed_up = False
-                self._reason = f"registry change feed lost: {e}"
-                log.warning("%s", self._reason)
-            finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    async def _feed(self, on_change: OnChange, started: Callable[[], None]) -> None:
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(CHANNEL)
+            while (await pubsub.get_message(timeout=5.0) or {}).get("type") != "subscribe":
+                pass
+            started()
+            while True:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                if msg is not None:
+                    on_change(msg["data"].decode())
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def register(self, video_id: str) -> None:
         if not self._registers:
             self._registers = True
-            await self._beat()
+            await self._renew()
         await self._change(keys=[CHANNEL], args=[self._member, "+", video_id])
         self._videos.add(video_id)
 
@@ -184,13 +169,24 @@ class RedisRegistry:
         members = await self._lookup(keys=[LEASES, CHANNEL], args=[video_id])
         return frozenset(m.decode().partition(" ")[2] for m in members)
 
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def put_counts(self, counts: dict[str, int]) -> None:
+        args: list[str | int] = [self._member]
+        for video_id, n in counts.items():
+            args += [video_id, n]
+        await self._put_counts(args=args)
+
+    async def counts(self, video_ids: list[str], *, others: bool) -> dict[str, int]:
+        totals = await self._counts(keys=[LEASES], args=[self._member if others else "", *video_ids])
+        return dict(zip(video_ids, (int(n) for n in totals), strict=True))
+
+    async def _release(self) -> None:
         if self._videos:  # a clean stop need not wait for the lease to run out
             try:
                 await self._change(keys=[CHANNEL], args=[self._member, "-", *self._videos])
             except (RedisError, OSError) as e:
                 log.warning("deregistering at close failed: %s", e)
+        try:  # our viewer counts stop counting now, not when the lease runs out
+            await self._redis.zrem(LEASES, self._member)
+        except (RedisError, OSError) as e:
+            log.warning("dropping the registry lease at close failed: %s", e)
         await self._redis.aclose()

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from livecomments.model import Comment, NewComment
+
+OnCommit = Callable[[float, int], None]  # (seconds the commit took, posts in its batch)
+MAX_PENDING_POSTS = 4096
+MAX_SLOW_MODE_S = 86_400  # the longest slow mode: a last post older than this limits nothing
 
 
 class Storage(Protocol):
     """Durable comment history.
 
     Guarantees: `add` returns only after the comment is committed; seq is per video,
-    starts at 1 and is contiguous; a retry with the same idempotency key returns the
-    first comment and stores nothing new. Reads see every committed comment.
+    starts at 1 and is contiguous, and never restarts (a video's head outlives its
+    comments); a retry with the same idempotency key returns the first comment and
+    stores nothing new (IdempotencyKeyReused when author or text differ). Reads see
+    every committed comment. A database that cannot be reached raises
+    StorageUnavailable; more than `max_pending` posts waiting raises Overloaded.
     """
+
+    cursor_secret: bytes
+    """Signs history cursors when none is configured: made once, kept in the database,
+    so every writer of one database accepts every other's cursors."""
 
     async def add(self, new: NewComment, idempotency_key: str | None = None) -> Comment: ...
 
@@ -26,25 +39,77 @@ class Storage(Protocol):
         ...
 
     async def since(self, video_id: str, seq: int, limit: int) -> list[Comment]:
-        """Comments with seq > `seq`, oldest first, at most `limit`."""
+        """Log entries with seq > `seq`, oldest first, at most `limit`: comments, delete entries,
+        and deleted comments (`deleted`, text erased) that keep the seqs contiguous."""
+        ...
+
+    async def delete(self, video_id: str, seq: int, *, by: str, moderator: bool) -> Comment | None:
+        """Delete comment `seq` by user `by` in one transaction: returns the delete entry appended
+        to the video's log (the next seq), or None if the comment was deleted before. Raises
+        NoSuchComment (not a comment of the video) or NotYourComment (not a moderator, not its poster)."""
+        ...
+
+    async def ban(self, video_id: str, user: str, until: float) -> None:
+        """Ban `user` from posting to the video until the epoch `until` (a past one lifts the ban)."""
+        ...
+
+    async def post_policy(self, video_id: str, user: str | None, now: float) -> tuple[float | None, int]:
+        """One read before a post: when `user`'s ban on the video ends (None: not banned), and its slow_mode_s."""
+        ...
+
+    async def set_slow_mode(self, video_id: str, seconds: int) -> None: ...
+
+    async def forget_expired(self, now: float) -> None:
+        """Drop bans that ended and last posts older than MAX_SLOW_MODE_S (housekeeping)."""
+        ...
+
+    async def claim_slot(self, video_id: str, poster: str, now: float, interval: int, key: str | None = None) -> float:
+        """Slow mode, atomic across writers: records a post by `poster` at `now` unless its last
+        was less than `interval` s ago; returns 0 if recorded, else the seconds left to wait.
+        A post with the Idempotency-Key `key` of the post that took the slot takes it again
+        (its retry must reach storage, which answers with the first comment)."""
         ...
 
     async def last_seq(self, video_id: str) -> int:
-        """The highest stored seq of the video, 0 if none."""
+        """The highest seq the video ever had (kept after retention removed it), 0 if none."""
+        ...
+
+    async def last_seqs(self, video_ids: Sequence[str]) -> dict[str, int]:
+        """`last_seq` of many videos in one query: every id asked is a key (0 if none)."""
+        ...
+
+    async def prune(self, *, keep_comments: int, older_than: float, limit: int) -> int:
+        """Delete at most `limit` comments that retention no longer keeps, in one short
+        transaction: all but the newest `keep_comments` of each video (0 = no count bound),
+        and those created before the epoch `older_than` (0 = no age bound). Returns how many."""
+        ...
+
+    async def healthy(self) -> bool:
+        """Whether a post could be stored now (a cheap probe, bounded in time)."""
+        ...
+
+    def observe_commits(self, hook: OnCommit) -> None:
+        """Call `hook` after every committed batch (for /metrics)."""
         ...
 
     async def close(self) -> None: ...
 
 
-async def open_storage(url: str, *, group_commit: bool = True) -> Storage:
+def body_hash(new: NewComment) -> bytes:
+    """What an Idempotency-Key remembers of its first comment, to refuse a reuse with another body."""
+    return hashlib.sha256(b"%s\0%s" % (new.author.encode(), new.text.encode())).digest()[:16]
+
+
+async def open_storage(url: str, *, group_commit: bool = True, max_pending: int = MAX_PENDING_POSTS) -> Storage:
     """Pick the backend by URL scheme; imports are lazy so unused drivers need not be installed."""
     if url.startswith("sqlite://"):
         from livecomments.storage.sqlite import SqliteStorage
 
         # sqlite:///relative.db, sqlite:////absolute.db (as SQLAlchemy spells them)
-        return await SqliteStorage.open(url.removeprefix("sqlite:///"), group_commit=group_commit)
+        path = url.removeprefix("sqlite:///")
+        return await SqliteStorage.open(path, group_commit=group_commit, max_pending=max_pending)
     if url.startswith(("postgresql://", "postgres://")):
         from livecomments.storage.postgres import PostgresStorage
 
-        return await PostgresStorage.open(url, group_commit=group_commit)
+        return await PostgresStorage.open(url, group_commit=group_commit, max_pending=max_pending)
     raise ValueError(f"unknown storage URL {url!r}")

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from livecomments.model import Comment, NewComment
-from livecomments.storage.group_commit import GroupCommit, Post
+from livecomments.storage.base import MAX_PENDING_POSTS, OnCommit, body_hash
+from livecomments.storage.errors import IdempotencyKeyReused, StorageUnavailable
+from livecomments.storage.group_commit import GroupCommit, Outcome, Post
+from livecomments.storage.log import COLUMNS, LIVE, PREFIXED, row_entry
+from livecomments.storage.sqlite_moderation import LOG_COLUMNS, MODERATION_SCHEMA, SqliteModeration
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS comments (
@@ -28,15 +34,25 @@ CREATE TABLE IF NOT EXISTS comments (
     created_at REAL    NOT NULL,
     PRIMARY KEY (video_id, seq)          -- cursor pages and resumes are O(log n) seeks
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS comments_created_at ON comments (created_at);  -- retention by age
 CREATE TABLE IF NOT EXISTS idempotency (
     video_id TEXT    NOT NULL,
     key      TEXT    NOT NULL,
     seq      INTEGER NOT NULL,
     PRIMARY KEY (video_id, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_seq ON idempotency (video_id, seq);  -- retention drops keys too
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+""" + MODERATION_SCHEMA
+# A video's head outlives its comments (retention), so seq never restarts at 1.
+HEADS = """
+CREATE TABLE heads (video_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO heads SELECT video_id, MAX(seq) FROM comments GROUP BY video_id;
 """
 LOCK_WAIT_S = 10.0
-COLUMNS = "video_id, seq, author, text, created_at"
+PROBE_WAIT_S = 1.0
+MAX_VARIABLES = 500  # ids per IN (...) query, under SQLite's variable limit
+T = TypeVar("T")
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -61,22 +77,74 @@ def _switch_to_wal(conn: sqlite3.Connection) -> None:
             time.sleep(random.uniform(0.005, 0.05))
 
 
-def _row(r: tuple[Any, ...]) -> Comment:
-    return Comment(video_id=r[0], seq=r[1], author=r[2], text=r[3], created_at=r[4])
+def _migrate(conn: sqlite3.Connection) -> bytes:
+    """Create or upgrade the schema (in one write transaction, as other processes may race us);
+    returns the database's cursor secret."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name='heads'").fetchone() is None:
+            for statement in HEADS.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        if "body" not in {r[1] for r in conn.execute("PRAGMA table_info(idempotency)")}:
+            conn.execute("ALTER TABLE idempotency ADD COLUMN body BLOB")  # NULL: kept before bodies were
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(comments)")}
+        for column, declaration in LOG_COLUMNS.items():
+            if column not in columns:  # a database made before moderation: its rows are plain comments
+                conn.execute(f"ALTER TABLE comments ADD COLUMN {column} {declaration}")
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('cursor_secret', ?)", (secrets.token_hex(32),))
+        secret = conn.execute("SELECT value FROM meta WHERE name='cursor_secret'").fetchone()[0]
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return bytes.fromhex(secret)
 
 
-class SqliteStorage:
-    def __init__(self, path: str, group_commit: bool) -> None:
+def _claimed(conn: sqlite3.Connection, new: NewComment, key: str) -> Outcome | None:
+    """What an earlier post with this key got, or None if the key is new."""
+    row = conn.execute(
+        f"SELECT i.body, {PREFIXED} FROM idempotency i "  # a deleted comment counts as removed
+        "LEFT JOIN comments c ON c.video_id=i.video_id AND c.seq=i.seq AND c.deleted=0 WHERE i.video_id=? AND i.key=?",
+        (new.video_id, key),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] is not None and row[0] != body_hash(new):
+        return IdempotencyKeyReused("this Idempotency-Key was used for another comment")
+    if row[1] is None:
+        return IdempotencyKeyReused("the comment first posted with this Idempotency-Key was removed")
+    return row_entry(row[1:])
+
+
+def _probe(conn: sqlite3.Connection) -> None:
+    """Take and drop the write lock, waiting briefly: a readiness check must answer fast."""
+    conn.execute(f"PRAGMA busy_timeout={int(PROBE_WAIT_S * 1000)}")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
+
+
+class SqliteStorage(SqliteModeration):
+    def __init__(self, path: str, group_commit: bool, max_pending: int) -> None:
         self._path = path
-        self._group = GroupCommit(self._commit_batch, enabled=group_commit)
+        self._group = GroupCommit(self._commit_batch, enabled=group_commit, max_pending=max_pending)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
+        self._failing = False  # the last write failed for want of the database
+        self.cursor_secret = b""
 
     @classmethod
-    async def open(cls, path: str, *, group_commit: bool = True) -> SqliteStorage:
-        self = cls(path, group_commit)
+    async def open(cls, path: str, *, group_commit: bool = True, max_pending: int = MAX_PENDING_POSTS) -> SqliteStorage:
+        self = cls(path, group_commit, max_pending)
         loop = asyncio.get_running_loop()
         self._wconn = await loop.run_in_executor(self._writer, self._open_writer)
         self._rconn = await loop.run_in_executor(self._reader, _connect, path)
@@ -85,87 +153,146 @@ class SqliteStorage:
     def _open_writer(self) -> sqlite3.Connection:
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self._path)
-        conn.executescript(SCHEMA)
+        self.cursor_secret = _migrate(conn)
         return conn
 
     async def add(self, new: NewComment, idempotency_key: str | None = None) -> Comment:
         return await self._group.add(new, idempotency_key)
 
-    async def _commit_batch(self, batch: list[Post]) -> list[Comment]:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._commit, batch)
+    def observe_commits(self, hook: OnCommit) -> None:
+        self._group.on_commit = hook
 
-    def _commit(self, batch: list[Post]) -> list[Comment]:
-        """Runs on the writer thread: one transaction for the whole batch."""
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the writer thread; a database that cannot be written is StorageUnavailable."""
         assert self._wconn is not None
         conn = self._wconn
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._writer, fn, conn)
+        except sqlite3.OperationalError as e:  # locked past LOCK_WAIT_S, disk full, I/O error
+            self._failing = True
+            raise StorageUnavailable(f"SQLite cannot write: {e}") from e
+        self._failing = False
+        return result
+
+    async def _commit_batch(self, batch: list[Post]) -> list[Outcome]:
+        return await self._write(lambda conn: self._commit(conn, batch))
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[Post]) -> list[Outcome]:
+        """Runs on the writer thread: one transaction for the whole batch."""
         heads: dict[str, int] = {}
         now = time.time()
-        out: list[Comment] = []
+        out: list[Outcome] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for new, key in batch:
-                if key is not None:
-                    row = conn.execute(
-                        f"SELECT {COLUMNS} FROM comments WHERE video_id=? AND seq="
-                        "(SELECT seq FROM idempotency WHERE video_id=? AND key=?)",
-                        (new.video_id, new.video_id, key),
-                    ).fetchone()
-                    if row is not None:
-                        out.append(_row(row))
-                        continue
+                if key is not None and (earlier := _claimed(conn, new, key)) is not None:
+                    out.append(earlier)
+                    continue
                 seq = heads.get(new.video_id)
                 if seq is None:
-                    seq = conn.execute(
-                        "SELECT COALESCE(MAX(seq), 0) FROM comments WHERE video_id=?", (new.video_id,)
-                    ).fetchone()[0]
+                    row = conn.execute("SELECT seq FROM heads WHERE video_id=?", (new.video_id,)).fetchone()
+                    seq = 0 if row is None else row[0]
                 seq += 1
                 heads[new.video_id] = seq
-                comment = Comment(new.video_id, seq, new.author, new.text, now)
+                comment = Comment(new.video_id, seq, new.author, new.text, now, new.user)
                 conn.execute(
-                    f"INSERT INTO comments ({COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                    (comment.video_id, seq, comment.author, comment.text, now),
+                    "INSERT INTO comments (video_id, seq, author, text, created_at, user_id) VALUES (?, ?, ?, ?, ?, ?)",
+                    (comment.video_id, seq, comment.author, comment.text, now, new.user),
                 )
                 if key is not None:
                     conn.execute(
-                        "INSERT INTO idempotency (video_id, key, seq) VALUES (?, ?, ?)",
-                        (new.video_id, key, seq),
+                        "INSERT INTO idempotency (video_id, key, seq, body) VALUES (?, ?, ?, ?)",
+                        (new.video_id, key, seq, body_hash(new)),
                     )
                 out.append(comment)
+            conn.executemany(
+                "INSERT INTO heads (video_id, seq) VALUES (?, ?) "
+                "ON CONFLICT (video_id) DO UPDATE SET seq=excluded.seq", heads.items(),
+            )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
+                conn.execute("ROLLBACK")
             raise
         return out
+
+    async def prune(self, *, keep_comments: int, older_than: float, limit: int) -> int:
+        return await self._write(lambda conn: self._prune(conn, keep_comments, older_than, limit))
+
+    def _prune(self, conn: sqlite3.Connection, keep_comments: int, older_than: float, limit: int) -> int:
+        """Runs on the writer thread, between group commits: one short transaction."""
+        doomed: list[tuple[str, int]] = []
+        if keep_comments > 0:
+            doomed += conn.execute(
+                "SELECT c.video_id, c.seq FROM heads h JOIN comments c "
+                "ON c.video_id=h.video_id AND c.seq <= h.seq - ? LIMIT ?", (keep_comments, limit),
+            ).fetchall()
+        if older_than > 0 and len(doomed) < limit:
+            doomed += conn.execute(
+                "SELECT video_id, seq FROM comments WHERE created_at < ? LIMIT ?", (older_than, limit - len(doomed)),
+            ).fetchall()
+        if not doomed:
+            return 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = conn.executemany("DELETE FROM comments WHERE video_id=? AND seq=?", doomed).rowcount
+            conn.executemany("DELETE FROM idempotency WHERE video_id=? AND seq=?", doomed)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
+                conn.execute("ROLLBACK")
+            raise
+        return deleted
+
+    async def healthy(self) -> bool:
+        if not self._failing:
+            return True
+        try:  # can the write lock be taken again?
+            await self._write(_probe)
+        except StorageUnavailable:
+            return False
+        return True
 
     async def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         assert self._rconn is not None
         conn = self._rconn
-        return await asyncio.get_running_loop().run_in_executor(
-            self._reader, lambda: conn.execute(sql, args).fetchall()
-        )
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._reader, lambda: conn.execute(sql, args).fetchall()
+            )
+        except sqlite3.OperationalError as e:
+            raise StorageUnavailable(f"SQLite cannot read: {e}") from e
 
     async def page(
         self, video_id: str, *, before: int | None = None, after: int | None = None,
         limit: int = 50, offset: int = 0,
     ) -> list[Comment]:
         if after is not None:
-            sql = f"SELECT {COLUMNS} FROM comments WHERE video_id=? AND seq>? ORDER BY seq LIMIT ?"
+            sql = f"SELECT {COLUMNS} FROM comments WHERE video_id=? AND seq>? {LIVE} ORDER BY seq LIMIT ?"
             rows = await self._read(sql, (video_id, after, limit))
         elif before is not None:
-            sql = f"SELECT {COLUMNS} FROM comments WHERE video_id=? AND seq<? ORDER BY seq DESC LIMIT ?"
+            sql = f"SELECT {COLUMNS} FROM comments WHERE video_id=? AND seq<? {LIVE} ORDER BY seq DESC LIMIT ?"
             rows = await self._read(sql, (video_id, before, limit))
         else:
-            sql = f"SELECT {COLUMNS} FROM comments WHERE video_id=? ORDER BY seq DESC LIMIT ? OFFSET ?"
+            sql = f"SELECT {COLUMNS} FROM comments WHERE video_id=? {LIVE} ORDER BY seq DESC LIMIT ? OFFSET ?"
             rows = await self._read(sql, (video_id, limit, offset))
-        return [_row(r) for r in rows]
+        return [row_entry(r) for r in rows]
 
     async def since(self, video_id: str, seq: int, limit: int) -> list[Comment]:
         sql = f"SELECT {COLUMNS} FROM comments WHERE video_id=? AND seq>? ORDER BY seq LIMIT ?"
-        return [_row(r) for r in await self._read(sql, (video_id, seq, limit))]
+        return [row_entry(r) for r in await self._read(sql, (video_id, seq, limit))]
 
     async def last_seq(self, video_id: str) -> int:
-        rows = await self._read("SELECT COALESCE(MAX(seq), 0) FROM comments WHERE video_id=?", (video_id,))
-        return int(rows[0][0])
+        return (await self.last_seqs([video_id]))[video_id]
+
+    async def last_seqs(self, video_ids: Sequence[str]) -> dict[str, int]:
+        heads = dict.fromkeys(video_ids, 0)
+        ids = list(heads)
+        for start in range(0, len(ids), MAX_VARIABLES):
+            chunk = ids[start : start + MAX_VARIABLES]
+            sql = f"SELECT video_id, seq FROM heads WHERE video_id IN ({','.join('?' * len(chunk))})"
+            heads.update(await self._read(sql, tuple(chunk)))
+        return heads
 
     async def close(self) -> None:
         await self._group.drain()  # posts accepted before shutdown commit first

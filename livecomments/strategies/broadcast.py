@@ -14,7 +14,8 @@ class BroadcastStrategy(PubSubStrategy):
     comment for a video this process has no viewer of.
 
     A realtime process holds the one channel for its whole life, so it may start before
-    the broker: it is not ready, and refuses streams, until the broker has confirmed it."""
+    the broker: it is not ready (its streams are served from storage by the Hub) until
+    the broker has confirmed it."""
 
     name: ClassVar[str] = "broadcast"
     held = (CHANNEL,)

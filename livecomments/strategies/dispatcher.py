@@ -29,20 +29,22 @@ from livecomments.config import Config
 from livecomments.metrics import Metrics
 from livecomments.model import Comment
 from livecomments.registry.base import open_registry
-from livecomments.strategies.base import Deliver
+from livecomments.strategies.base import Deliver, OnCounts
 from livecomments.strategies.push import Pusher
 
 log = logging.getLogger(__name__)
 
 LOCAL = "local:"  # the advertised URL of a process that was given none (one `both` process)
 IDLE = 60.0  # seconds after which an unused route or pusher is forgotten
+MAX_WAITING = 1000  # comments of one video held while its first registry lookup is under way
 
 
 class _Route:
-    __slots__ = ("targets", "last", "used", "dirty", "loader")
+    __slots__ = ("targets", "waiting", "last", "used", "dirty", "loader")
 
     def __init__(self) -> None:
         self.targets: frozenset[str] | None = None  # None until the first lookup answered
+        self.waiting: list[Comment] = []  # published before that, in order
         self.last: Comment | None = None  # the latest comment this writer published here
         self.used = time.monotonic()
         self.dirty = False
@@ -72,7 +74,7 @@ class DispatcherStrategy:
     def not_ready_reason(self) -> str:
         return self._registry.not_ready_reason
 
-    async def start(self, deliver: Deliver | None, on_reset: OnReset) -> None:
+    async def start(self, deliver: Deliver | None, on_reset: OnReset, on_counts: OnCounts | None = None) -> None:
         self._deliver = deliver
         if self._serves_writer:
             # Keep-alive pool shared by every pusher; per-push timeouts are the pushers' own.
@@ -86,6 +88,8 @@ class DispatcherStrategy:
     # -- writer side -------------------------------------------------------
 
     async def publish(self, comment: Comment) -> None:
+        """Returns at once, so a slow registry never holds a post's acknowledgement: a
+        video's first comments wait in its route, in order, until the lookup answers."""
         route = self._routes.get(comment.video_id)
         if route is None:
             route = self._routes[comment.video_id] = _Route()
@@ -93,13 +97,15 @@ class DispatcherStrategy:
         else:
             self._metrics.registry_cache_hits.inc()
         route.used = time.monotonic()
-        if route.targets is None and route.loader is not None:
-            await asyncio.shield(route.loader)
         if route.last is None or comment.seq > route.last.seq:
             route.last = comment
-        targets = route.targets or frozenset()
-        self._metrics.servers_per_video.observe(len(targets))
-        self._send(comment, targets)
+        if route.targets is None:
+            if len(route.waiting) >= MAX_WAITING:  # a registry this slow: the head check repairs the oldest
+                del route.waiting[0]
+            route.waiting.append(comment)
+            return
+        self._metrics.servers_per_video.observe(len(route.targets))
+        self._send(comment, route.targets)
 
     def _send(self, comment: Comment, targets: frozenset[str]) -> None:
         data = comment.to_json()
@@ -138,11 +144,17 @@ class DispatcherStrategy:
                 except Exception as e:
                     log.warning("registry lookup of %s failed: %s", video_id, e)
                     if route.targets is None:
-                        self._routes.pop(video_id, None)  # not cached: the next comment retries
-                        route.targets = frozenset()
+                        # Not cached: the next comment retries. The waiting ones are left to the
+                        # realtime processes' head check, which reads them from storage.
+                        self._routes.pop(video_id, None)
+                        route.targets, route.waiting = frozenset(), []
                     return
                 added = targets - route.targets if route.targets is not None else frozenset()
                 route.targets = targets
+                waiting, route.waiting = route.waiting, []
+                for comment in waiting:
+                    self._metrics.servers_per_video.observe(len(targets))
+                    self._send(comment, targets)
                 if added and route.last is not None:
                     self._send(route.last, frozenset(added))
                 if not route.dirty:
@@ -167,6 +179,20 @@ class DispatcherStrategy:
 
     async def unwatch(self, video_id: str) -> None:
         await self._registry.deregister(video_id)
+
+    # -- viewer counts: per server in the registry, under its lease ---------
+
+    async def share_counts(
+        self, server: str, changed: dict[str, int], fresh: list[str], watched: list[str], ttl: float,
+    ) -> dict[str, int] | None:
+        """One batched write, one batched read. `fresh` needs nothing: the registry holds every
+        count; nor `ttl`: the lease expires a dead process's counts."""
+        if changed:
+            await self._registry.put_counts(changed)
+        return await self._registry.counts(watched, others=True) if watched else {}
+
+    async def count_viewers(self, video_id: str) -> int | None:
+        return (await self._registry.counts([video_id], others=False)).get(video_id, 0)
 
     async def close(self) -> None:
         if self._sweeper is not None:

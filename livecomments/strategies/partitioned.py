@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 from livecomments.brokers.base import Broker
@@ -35,14 +37,14 @@ class PartitionedStrategy(PubSubStrategy):
         super().__init__(broker, metrics)
         self._partitions = partitions
         self._refs: dict[str, int] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _ChannelLock] = {}
 
     def channel_of(self, video_id: str) -> str:
         return channel_of(video_id, self._partitions)
 
     async def watch(self, video_id: str) -> None:
         channel = self.channel_of(video_id)
-        async with self._lock(channel):
+        async with self._locked(channel):
             if self._refs.get(channel, 0) == 0:
                 await self._broker.subscribe(channel)  # raises: nothing counted, caller rolls back
                 self._metrics.subscriptions.inc()
@@ -50,7 +52,7 @@ class PartitionedStrategy(PubSubStrategy):
 
     async def unwatch(self, video_id: str) -> None:
         channel = self.channel_of(video_id)
-        async with self._lock(channel):
+        async with self._locked(channel):
             refs = self._refs.get(channel, 0) - 1
             if refs > 0:
                 self._refs[channel] = refs
@@ -61,12 +63,28 @@ class PartitionedStrategy(PubSubStrategy):
                 await self._broker.unsubscribe(channel)
             except Exception as e:  # the channel is forgotten; a stray message is just discarded
                 log.warning("unsubscribe %s failed: %s", channel, e)
-        lock = self._locks.get(channel)
-        if lock is not None and channel not in self._refs and not lock.locked():
-            del self._locks[channel]
 
-    def _lock(self, channel: str) -> asyncio.Lock:
-        lock = self._locks.get(channel)
-        if lock is None:
-            lock = self._locks[channel] = asyncio.Lock()
-        return lock
+    @contextlib.asynccontextmanager
+    async def _locked(self, channel: str) -> AsyncIterator[None]:
+        """Serializes a channel's (un)subscribes across the videos sharing it. The lock is
+        forgotten only when nobody holds it or waits for it: dropping it while a waiter is
+        queued would let a newcomer take a fresh lock and subscribe alongside that waiter."""
+        entry = self._locks.get(channel)
+        if entry is None:
+            entry = self._locks[channel] = _ChannelLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[channel]
+
+
+class _ChannelLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0  # holding or waiting

@@ -8,14 +8,14 @@ import time
 
 import aiohttp
 
-from livecomments.internal import PATH, sign
 from livecomments.metrics import Metrics
+from livecomments.signing import MAX_PUSH_BYTES, PATH, sign
 
 log = logging.getLogger(__name__)
 
 COALESCE = 0.002  # seconds a push waits for more comments bound for the same server
 PUSH_TIMEOUT = 2.0  # per request; a server slower than this is counted as failed
-MAX_BATCH = 500  # comments per request
+MAX_BATCH = 500  # comments per request, and at most MAX_PUSH_BYTES (every deliver endpoint takes that)
 MAX_QUEUE = 10_000  # past this the oldest go: the server repairs the gap from storage
 
 
@@ -33,6 +33,7 @@ class Pusher:
         self._queue: list[bytes] = []
         self._wake = asyncio.Event()
         self.used = time.monotonic()
+        self._crashed = False  # logged with its traceback once, then counted only
         self._task = asyncio.create_task(self._run())
 
     def offer(self, data: bytes) -> None:
@@ -47,10 +48,17 @@ class Pusher:
         while True:
             await self._wake.wait()
             await asyncio.sleep(COALESCE)  # the coalescing window: later comments join this push
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            n = _batch_length(self._queue)
+            batch, self._queue = self._queue[:n], self._queue[n:]
             if not self._queue:
                 self._wake.clear()
-            await self._push(b"[" + b",".join(batch) + b"]")
+            try:
+                await self._push(b"[" + b",".join(batch) + b"]")
+            except Exception:  # a bug or an unforeseen error (a bad URL in the registry): never die silently
+                self._metrics.push_failures.inc()
+                if not self._crashed:
+                    self._crashed = True
+                    log.exception("push to %s failed unexpectedly; going on with the next batch", self.url)
 
     async def _push(self, body: bytes) -> None:
         self._metrics.pushes.inc()
@@ -68,3 +76,14 @@ class Pusher:
     async def close(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _batch_length(queue: list[bytes]) -> int:
+    """How many queued comments the next push takes: up to MAX_BATCH, and a body (a JSON
+    list) under MAX_PUSH_BYTES, so no push is refused unread as too large; never fewer than one."""
+    size = 2
+    for n, data in enumerate(queue[:MAX_BATCH]):
+        size += len(data) + 1
+        if size > MAX_PUSH_BYTES and n > 0:
+            return n
+    return min(len(queue), MAX_BATCH)

@@ -1,3 +1,0 @@
-from livecomments.bench import bench
-
-bench(prog_name="python -m benchmarks")

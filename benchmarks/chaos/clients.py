@@ -1,0 +1,170 @@
+"""The clients of a chaos run: posters that retry with an Idempotency-Key until acknowledged,
+viewers that reconnect with Last-Event-ID as a browser's EventSource does, and a stalled viewer.
+
+Every one records what it saw; the checker compares that with storage afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+
+from tests.fixtures.raw_stream import RawStream
+
+POST_TIMEOUT = 2.0  # shorter than a frozen broker's stall: a retry must not store a second comment
+RETRY_PAUSE = 0.1
+GIVE_UP_AFTER = 60.0  # a post retried this long is counted as given up (a fault that never heals)
+RECONNECT_PAUSE = (0.2, 0.6)  # EventSource waits `retry:` (2 s); shorter keeps the run short
+
+
+@dataclass(frozen=True)
+class Ack:
+    video: str
+    seq: int
+    text: str
+
+
+@dataclass
+class Poster:
+    """Posts `{name}-{n}` to its videos in turn, each until a 201 (same key on every retry)."""
+
+    name: str
+    writer_url: str
+    videos: list[str]
+    pause: float
+    pad: int = 0  # extra characters per comment (the flood poster's big comments)
+    acked: list[Ack] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # 4xx other than 429: never expected
+    gave_up: int = 0
+    retries: int = 0
+    sent: int = 0
+
+    async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.post_next(session)
+            await asyncio.sleep(self.pause)
+
+    async def post_next(self, session: aiohttp.ClientSession) -> None:
+        n = self.sent
+        self.sent += 1
+        await self._post_until_acked(session, self.videos[n % len(self.videos)], f"{self.name}-{n}")
+
+    async def _post_until_acked(self, session: aiohttp.ClientSession, video: str, key: str) -> None:
+        text = key + " " + "x" * self.pad if self.pad else key
+        give_up_at = time.monotonic() + GIVE_UP_AFTER
+        while True:
+            try:
+                async with asyncio.timeout(POST_TIMEOUT):
+                    async with session.post(f"{self.writer_url}/v1/videos/{video}/comments",
+                                            json={"text": text, "author": self.name},
+                                            headers={"Idempotency-Key": key}) as resp:
+                        body = await resp.read()
+                if resp.status == 201:
+                    self.acked.append(Ack(video, int(orjson.loads(body)["seq"]), text))
+                    return
+                if resp.status < 500 and resp.status != 429:
+                    self.rejected.append(f"{resp.status} {body[:120]!r}")
+                    return
+            except (aiohttp.ClientError, TimeoutError, ConnectionError):
+                pass  # the writer is down or stalled: retry with the same key
+            if time.monotonic() > give_up_at:
+                self.gave_up += 1
+                return
+            self.retries += 1
+            await asyncio.sleep(RETRY_PAUSE)
+
+
+@dataclass
+class Viewer:
+    """An EventSource: streams `video` from one realtime server, and on any end reconnects with
+    Last-Event-ID (to the next server when this one refuses or is gone, as a balancer would)."""
+
+    video: str
+    urls: list[str]
+    pick: int
+    received: list[int] = field(default_factory=list)
+    resets: int = 0
+    reset_notes: list[str] = field(default_factory=list)  # "resumed at M, told to restart at N"
+    connects: int = 0
+    refused: int = 0
+    last_id: int = 0
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    _resp: aiohttp.ClientResponse | None = None
+    _dropped: bool = False
+
+    def drop(self) -> None:
+        """Close the connection now (a network blip): it reconnects at once with Last-Event-ID."""
+        self._dropped = True
+        if self._resp is not None:
+            self._resp.close()
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        while True:
+            url = self.urls[self.pick % len(self.urls)]
+            served = False
+            try:
+                async with session.get(f"{url}/v1/videos/{self.video}/stream",
+                                       headers={"Last-Event-ID": str(self.last_id)}) as resp:
+                    self._resp = resp
+                    if resp.status == 200:
+                        served = True
+                        self.connects += 1
+                        await self._read(resp, url)
+                    else:
+                        self.refused += 1
+            except (aiohttp.ClientError, TimeoutError, ConnectionError):
+                pass
+            finally:
+                self._resp = None
+            if not served:
+                self.pick += 1  # a balancer sends the retry to a server that answers
+            if self._dropped:
+                self._dropped = False
+                continue
+            await asyncio.sleep(random.uniform(*RECONNECT_PAUSE))
+
+    async def _read(self, resp: aiohttp.ClientResponse, url: str) -> None:
+        resumed_at = self.last_id
+        event, event_id, data = "message", None, b""
+        async for raw in resp.content:
+            line = raw.rstrip(b"\r\n")
+            if line:
+                name, _, value = line.partition(b":")
+                value = value.removeprefix(b" ")
+                if name == b"event":
+                    event = value.decode()
+                elif name == b"id":
+                    event_id = int(value)
+                elif name == b"data":
+                    data = value
+                elif name == b"retry":
+                    self.connected.set()
+                continue
+            if event == "comment" and event_id is not None:
+                self.received.append(event_id)
+            elif event == "reset":
+                self.resets += 1
+                self.reset_notes.append(f"resumed at {resumed_at} on {url}, reset {data.decode()}")
+            if event_id is not None:  # EventSource keeps the last id of any event
+                self.last_id = event_id
+            event, event_id, data = "message", None, b""
+
+
+class StalledViewer:
+    """A viewer with a tiny receive window that never reads: the server must cut it (its
+    slow-viewer counter says so), not buffer for it."""
+
+    def __init__(self, stream: RawStream) -> None:
+        self.stream = stream
+
+    @classmethod
+    async def open(cls, url: str, video: str) -> StalledViewer:
+        return cls(await RawStream.open(url, video, rcvbuf=4096))
+
+    def close(self) -> None:
+        self.stream.close()

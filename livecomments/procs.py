@@ -1,0 +1,99 @@
+"""A private redis-server on a free port: the one way `cluster`, the benchmarks and the tests start it.
+
+Each caller owns the process differently (a cluster member in its own session that dies with the
+launcher, a benchmark child pinned to a core, a test fixture killed mid-stream and restarted on the
+same port), so the caller passes its Popen options; what is shared is the command line (no
+persistence, loopback only) and the readiness check: a PING answered with PONG, not merely an open
+port (redis accepts connections while it is still loading).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])  # nginx, redis may live in sbin
+
+
+class RedisUnavailable(RuntimeError):
+    """redis-server is not installed, exited, or did not answer; the message is for the user."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_binary() -> str:
+    path = shutil.which("redis-server", path=SBIN_PATH)
+    if path is None:
+        raise RedisUnavailable("redis-server is not installed: sudo apt-get install redis-server")
+    return path
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1:`port` (a free one by default); stop() then start() keeps the port."""
+
+    def __init__(self, workdir: Path, port: int = 0, extra: Sequence[str] = ()) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def argv(self) -> list[str]:
+        return [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir), *self.extra]
+
+    def start(self, timeout: float = 10.0, wrap: Callable[[list[str]], list[str]] = list,
+              **popen: Any) -> RedisServer:
+        """Spawn (`wrap` may prefix the command, e.g. taskset) and return once it answers PING."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for stream in ("stdin", "stdout", "stderr"):
+            popen.setdefault(stream, subprocess.DEVNULL)
+        self.proc = subprocess.Popen(wrap(self.argv()), **popen)
+        try:
+            wait_for_redis(self.port, self.proc, timeout)
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+
+
+def wait_for_redis(port: int, proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """Poll with PING until PONG: another process offers no event to wait on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RedisUnavailable(f"redis-server exited with {proc.returncode} before answering on port {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RedisUnavailable(f"redis-server did not answer PING on port {port} within {timeout:g} s")
+        time.sleep(0.02)

@@ -1,0 +1,118 @@
+"""PostgreSQL side of moderation: deletes in the video's log, bans, slow mode.
+
+A delete entry takes its seq by bumping the video's `heads` row first, the lock every
+post of the video takes too, so its seq is contiguous with theirs across writers, and a
+refused delete rolls the bump back. Mixed into PostgresStorage.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from livecomments.model import Comment
+from livecomments.storage.base import MAX_SLOW_MODE_S
+from livecomments.storage.errors import NoSuchComment, NotYourComment
+from livecomments.storage.pg_errors import translated
+
+MODERATION_SCHEMA = """
+ALTER TABLE comments ADD COLUMN IF NOT EXISTS user_id TEXT;
+ALTER TABLE comments ADD COLUMN IF NOT EXISTS deletes BIGINT;
+ALTER TABLE comments ADD COLUMN IF NOT EXISTS deleted BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE TABLE IF NOT EXISTS bans (
+    video_id TEXT             NOT NULL,
+    user_id  TEXT             NOT NULL,
+    until    DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (video_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS video_settings (video_id TEXT PRIMARY KEY, slow_mode_s INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS last_posts (
+    video_id TEXT             NOT NULL,
+    poster   TEXT             NOT NULL,
+    at       DOUBLE PRECISION NOT NULL,
+    idem_key TEXT,  -- the Idempotency-Key of the post that took the slot: its retry takes it again
+    PRIMARY KEY (video_id, poster)
+);
+"""
+POLICY = """
+SELECT (SELECT until FROM bans WHERE video_id=$1 AND user_id=$2 AND until>$3),
+       (SELECT slow_mode_s FROM video_settings WHERE video_id=$1)
+"""
+# The row lock makes a concurrent claim by another writer wait, then re-check the condition.
+CLAIM = """
+INSERT INTO last_posts (video_id, poster, at, idem_key) VALUES ($1, $2, $3, $5)
+ON CONFLICT (video_id, poster) DO UPDATE
+SET at = CASE WHEN last_posts.idem_key = EXCLUDED.idem_key THEN last_posts.at ELSE EXCLUDED.at END,
+    idem_key = EXCLUDED.idem_key
+WHERE last_posts.at <= EXCLUDED.at - $4 OR last_posts.idem_key = EXCLUDED.idem_key
+RETURNING at
+"""
+
+
+class _AlreadyDeleted(Exception):
+    """Rolls back the head bump of a delete that finds nothing left to delete."""
+
+
+class PostgresModeration:
+    _pool: asyncpg.Pool
+
+    async def delete(self, video_id: str, seq: int, *, by: str, moderator: bool) -> Comment | None:
+        try:
+            async with translated(), self._pool.acquire() as conn, conn.transaction():
+                return await _delete(conn, video_id, seq, by, moderator)
+        except _AlreadyDeleted:
+            return None
+
+    async def ban(self, video_id: str, user: str, until: float) -> None:
+        async with translated():
+            if until <= time.time():
+                await self._pool.execute("DELETE FROM bans WHERE video_id=$1 AND user_id=$2", video_id, user)
+                return
+            await self._pool.execute(
+                "INSERT INTO bans VALUES ($1, $2, $3) ON CONFLICT (video_id, user_id) DO UPDATE SET until=EXCLUDED.until",
+                video_id, user, until,
+            )
+
+    async def post_policy(self, video_id: str, user: str | None, now: float) -> tuple[float | None, int]:
+        async with translated():
+            row = await self._pool.fetchrow(POLICY, video_id, user, now)
+        return row[0], row[1] or 0
+
+    async def set_slow_mode(self, video_id: str, seconds: int) -> None:
+        async with translated():
+            await self._pool.execute(
+                "INSERT INTO video_settings VALUES ($1, $2) "
+                "ON CONFLICT (video_id) DO UPDATE SET slow_mode_s=EXCLUDED.slow_mode_s", video_id, seconds,
+            )
+
+    async def forget_expired(self, now: float) -> None:
+        async with translated():
+            await self._pool.execute("DELETE FROM bans WHERE until <= $1", now)
+            await self._pool.execute("DELETE FROM last_posts WHERE at < $1", now - MAX_SLOW_MODE_S)
+
+    async def claim_slot(self, video_id: str, poster: str, now: float, interval: int, key: str | None = None) -> float:
+        async with translated():
+            if await self._pool.fetchval(CLAIM, video_id, poster, now, float(interval), key) is not None:
+                return 0.0
+            at = await self._pool.fetchval("SELECT at FROM last_posts WHERE video_id=$1 AND poster=$2", video_id, poster)
+        return max(0.001, float(at) + interval - now)
+
+
+async def _delete(conn: Any, video_id: str, seq: int, by: str, moderator: bool) -> Comment:
+    head = await conn.fetchval("UPDATE heads SET seq = seq + 1 WHERE video_id=$1 RETURNING seq", video_id)
+    row = await conn.fetchrow("SELECT user_id, deletes, deleted FROM comments WHERE video_id=$1 AND seq=$2", video_id, seq)
+    if head is None or row is None or row[1] is not None:
+        raise NoSuchComment(f"{video_id} has no comment {seq}")
+    if not moderator and row[0] != by:
+        raise NotYourComment(f"comment {seq} of {video_id} is someone else's")
+    if row[2]:
+        raise _AlreadyDeleted
+    entry = Comment(video_id, head, "", "", time.time(), by, deletes=seq)
+    await conn.execute(
+        "INSERT INTO comments (video_id, seq, author, text, created_at, user_id, deletes) VALUES ($1, $2, '', '', $3, $4, $5)",
+        video_id, head, entry.created_at, by, seq,
+    )
+    await conn.execute("UPDATE comments SET deleted=TRUE, text='' WHERE video_id=$1 AND seq=$2", video_id, seq)
+    return entry

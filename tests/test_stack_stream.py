@@ -1,0 +1,212 @@
+"""The stream contract over every strategy × broker (tests/fixtures/stack.py STACKS): every
+viewer gets every comment once and in order, a resume replays then goes live with no gap or
+duplicate at the seam, a stalled viewer is cut without delaying the others, and a resume older
+than storage is told so in band. Each test uses its own videos: the stack is shared per module."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+
+import aiohttp
+import pytest
+
+from tests.fixtures.raw_stream import RawStream
+from tests.fixtures.stack import MAX_TEXT, Stack
+from tests.helpers import metric, post, until_metric
+from tests.sse import Event, SSEReader, open_stream
+
+SLOW_CUT = "livecomments_slow_viewers_disconnected_total"
+
+
+async def stalled_request(base: str, path: str, headers: dict[str, str]) -> asyncio.StreamWriter:
+    """A GET from a client with a tiny receive window that will never read the answer."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small from the start
+    sock.setblocking(False)
+    async with asyncio.timeout(5):
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        _, writer = await asyncio.open_connection(sock=sock)
+        lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{lines}\r\n".encode())
+        await writer.drain()
+    return writer
+
+
+async def next_comment_or_reset(stream: SSEReader) -> Event:
+    """The next comment or reset event, past heartbeats and viewer counts."""
+    event = await stream.next()
+    while event.event not in ("comment", "reset"):
+        event = await stream.next()
+    return event
+
+
+async def assert_exactly(stream: SSEReader, seqs: list[int], timeout: float = 15.0) -> None:
+    assert [c["seq"] for c in await stream.comments(len(seqs), timeout=timeout)] == seqs
+
+
+async def test_every_viewer_gets_every_comment_once_in_order(stack: Stack, session: aiohttp.ClientSession):
+    hot, quiet = "all-hot", "all-quiet"
+    viewers = [await open_stream(session, url, hot) for url in stack.realtime_urls for _ in range(2)]
+    quiet_viewer = await open_stream(session, stack.realtime_urls[-1], quiet)
+    for i in range(20):
+        await post(session, stack.writer_url, hot, f"c{i}")
+        if i % 5 == 0:
+            await post(session, stack.writer_url, quiet, f"q{i}")
+    await post(session, stack.writer_url, hot, "end")  # a sentinel: anything extra shows up before it
+    await post(session, stack.writer_url, quiet, "end")
+    for viewer in viewers:
+        await assert_exactly(viewer, list(range(1, 22)))
+    await assert_exactly(quiet_viewer, list(range(1, 6)))
+
+
+async def test_resume_replays_then_goes_live_without_gap_or_duplicate(
+    stack: Stack, session: aiohttp.ClientSession,
+):
+    video = "seam"
+    for i in range(30):
+        await post(session, stack.writer_url, video, f"old{i}")
+    started = asyncio.Event()
+
+    async def keep_posting() -> None:
+        for i in range(40):
+            await post(session, stack.writer_url, video, f"new{i}")
+            started.set()
+
+    poster = asyncio.create_task(keep_posting())
+    async with asyncio.timeout(10):
+        await started.wait()  # the resume races posts that are in flight on the writer
+    streams = [await open_stream(session, url, video, last_event_id=10) for url in stack.realtime_urls]
+    await poster
+    for stream in streams:
+        await assert_exactly(stream, list(range(11, 71)))
+
+
+async def test_a_stalled_viewer_is_cut_and_does_not_delay_the_others(
+    stack: Stack, session: aiohttp.ClientSession,
+):
+    video, url = "flood", stack.realtime_url
+    cut_before = await metric(session, url, SLOW_CUT)
+    fast = await open_stream(session, url, video)
+    slow = await RawStream.open(url, video, rcvbuf=4096)  # never read from again
+    text = "x" * (MAX_TEXT - 10)
+    try:
+        sent = 0
+        async with asyncio.timeout(45):
+            # Loopback kernel buffers absorb a few MB before the server has to hold anything.
+            while await metric(session, url, SLOW_CUT) == cut_before:
+                assert sent < 400, "a stalled viewer was never cut"
+                for _ in range(10):
+                    await post(session, stack.writer_url, video, text)
+                sent += 10
+                await assert_exactly(fast, list(range(sent - 9, sent + 1)))  # keeps up meanwhile
+            for _ in range(5):  # after the cut the fan-out goes on for the others
+                await post(session, stack.writer_url, video, "after")
+            await assert_exactly(fast, list(range(sent + 1, sent + 6)))
+        assert await metric(session, url, SLOW_CUT) == cut_before + 1
+    finally:
+        slow.close()
+
+
+async def test_a_stalled_viewer_resuming_far_back_is_cut_during_catch_up(
+    stack: Stack, session: aiohttp.ClientSession,
+):
+    """The backlog of a resume from 0 is megabytes; a viewer that never reads must be cut while
+    it is being caught up, not held (with its backlog) for as long as it stays connected."""
+    video, url = "backlog", stack.realtime_url
+    text = "y" * (MAX_TEXT - 10)
+    for _ in range(120):  # ~6 MB: past loopback's kernel buffers
+        await post(session, stack.writer_url, video, text)
+    cut_before = await metric(session, url, SLOW_CUT)
+    slow = await stalled_request(url, f"/v1/videos/{video}/stream", {"Last-Event-ID": "0"})
+    try:
+        await until_metric(session, url, SLOW_CUT, cut_before + 1, timeout=30)
+    finally:
+        slow.transport.abort()
+
+
+async def test_a_resume_older_than_storage_gets_reset_then_the_oldest_kept(
+    stack: Stack, session: aiohttp.ClientSession,
+):
+    video = "pruned"
+    for i in range(10):
+        await post(session, stack.writer_url, video, f"{i}")
+    with sqlite3.connect(stack.storage_path) as conn:  # retention pruned the first five
+        conn.execute("DELETE FROM comments WHERE video_id=? AND seq <= 5", (video,))
+    conn.close()
+    for url in stack.realtime_urls:
+        stream = await open_stream(session, url, video, last_event_id=2)
+        reset = await next_comment_or_reset(stream)
+        assert reset.event == "reset" and reset.json() == {"oldest_seq": 6}
+        await assert_exactly(stream, [6, 7, 8, 9, 10])
+        stream.close()
+    live = await open_stream(session, stack.realtime_url, video, last_event_id=10)
+    await post(session, stack.writer_url, video, "live")
+    await assert_exactly(live, [11])
+
+
+async def test_a_resume_ahead_of_this_servers_feed_is_a_normal_resume(
+    stack: Stack, session: aiohttp.ClientSession,
+):
+    """Last-Event-ID = a seq the writer acknowledged that this server has not seen (nobody was
+    watching the video here): no reset, no duplicate, the next comment follows."""
+    video = "ahead"
+    for i in range(5):
+        await post(session, stack.writer_url, video, f"{i}")
+    streams = [await open_stream(session, url, video, last_event_id=5) for url in stack.realtime_urls]
+    await post(session, stack.writer_url, video, "next")
+    for stream in streams:
+        event = await next_comment_or_reset(stream)
+        assert (event.event, event.id) == ("comment", "6"), event.data
+
+
+async def test_a_resume_at_a_seq_the_feed_has_not_brought_yet_is_not_a_reset(
+    stack: Stack, session: aiohttp.ClientSession,
+):
+    """A viewer already watches here, so the server tracks the video; a comment stored but not
+    (yet) published leaves its feed behind storage. A viewer resuming at that seq (it saw it
+    through another server) must get what follows, with no reset and no repeat."""
+    if not stack.spec.multiprocess:
+        pytest.skip("one process: its feed is its storage")
+    video = "lagging"
+    lossy = stack.start_lossy_writer()
+    watchers = [await open_stream(session, url, video) for url in stack.realtime_urls]
+    await post(session, stack.writer_url, video, "one")
+    for watcher in watchers:
+        await assert_exactly(watcher, [1])
+    await post(session, lossy, video, "two")  # stored as 2, never published
+    resumed = [await open_stream(session, url, video, last_event_id=2) for url in stack.realtime_urls]
+    await post(session, stack.writer_url, video, "three")
+    for stream in resumed:
+        event = await next_comment_or_reset(stream)
+        assert (event.event, event.id) == ("comment", "3"), event.data
+    for watcher in watchers:  # and the watchers get 2 repaired from storage, then 3
+        await assert_exactly(watcher, [2, 3])
+
+
+async def test_viewers_get_everything_through_a_broker_outage(stack: Stack, session: aiohttp.ClientSession):
+    """The broker (or registry) is killed and restarted while comments are posted: posts are
+    acknowledged throughout, a viewer that arrives meanwhile is served (200, from storage),
+    and every viewer ends with every comment once, in order. Last in the module: it breaks
+    the shared stack's broker, and leaves it ready again."""
+    if stack.broker is None or not stack.owns_broker:
+        pytest.skip("no broker of its own to kill")
+    video = "outage"
+    before = [await open_stream(session, url, video) for url in stack.realtime_urls]
+    for i in range(5):
+        await post(session, stack.writer_url, video, f"before{i}")
+    stack.kill_broker()
+    try:
+        for i in range(5):
+            await post(session, stack.writer_url, video, f"during{i}")
+        during = [await open_stream(session, url, video, last_event_id=3) for url in stack.realtime_urls]
+    finally:
+        stack.restart_broker()
+    for i in range(5):
+        await post(session, stack.writer_url, video, f"after{i}")
+    for stream in before:
+        await assert_exactly(stream, list(range(1, 16)), timeout=30)
+    for stream in during:
+        await assert_exactly(stream, list(range(4, 16)), timeout=30)

@@ -1,0 +1,165 @@
+"""Moderation in storage, one contract over every backend (SQLite, PostgreSQL, one and two
+writers on one database): the poster's user is kept, a delete is an entry of the video's
+ordered log, bans and slow mode are shared by every writer of the database."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livecomments.model import NewComment
+from livecomments.storage.base import MAX_SLOW_MODE_S, open_storage
+from livecomments.storage.errors import IdempotencyKeyReused, NoSuchComment, NotYourComment
+from tests import test_storage_contract
+
+storage = test_storage_contract.storage  # the same fixture: every backend, one and two writers
+
+
+async def test_the_poster_is_kept_but_not_in_the_public_json(storage: Any) -> None:
+    posted = await storage.add(NewComment("v", "Ana", "hi", user="u-ana"))
+    anonymous = await storage.add(NewComment("v", "guest", "hello"))
+    assert posted.user == "u-ana" and anonymous.user is None
+    read = await storage.since("v", 0, 10)
+    assert [c.user for c in read] == ["u-ana", None]
+    assert "user" not in posted.to_dict() and set(posted.to_dict()) == {"video_id", "seq", "author", "text", "created_at"}
+
+
+async def test_a_delete_is_the_next_entry_of_the_log(storage: Any) -> None:
+    for i in range(3):
+        await storage.add(NewComment("v", "Ana", f"t{i}", user="u-ana"))
+    entry = await storage.delete("v", 2, by="u-mod", moderator=True)
+    assert (entry.seq, entry.deletes, entry.video_id) == (4, 2, "v")
+    assert await storage.last_seq("v") == 4
+    after = await storage.add(NewComment("v", "Ana", "t3", user="u-ana"))
+    assert after.seq == 5  # contiguous with the delete entry
+    log = await storage.since("v", 0, 10)
+    assert [(c.seq, c.deleted, c.deletes) for c in log] == [(1, False, 0), (2, True, 0), (3, False, 0), (4, False, 2),
+                                                            (5, False, 0)]
+    assert log[1].text == ""  # the deleted text is erased, not kept
+    newest_first = await storage.page("v", before=None, after=None, limit=10)
+    assert [c.seq for c in newest_first] == [5, 3, 1]
+    assert [c.seq for c in await storage.page("v", after=0, limit=10)] == [1, 3, 5]
+    assert [c.seq for c in await storage.page("v", before=5, limit=10)] == [3, 1]
+
+
+async def test_deleting_twice_adds_nothing_and_only_comments_can_be_deleted(storage: Any) -> None:
+    await storage.add(NewComment("v", "Ana", "t", user="u-ana"))
+    assert (await storage.delete("v", 1, by="u-ana", moderator=False)).seq == 2  # its own user
+    assert await storage.delete("v", 1, by="u-ana", moderator=False) is None
+    assert await storage.last_seq("v") == 2
+    for seq in (2, 3, 99):  # a delete entry, the next seq, far ahead
+        with pytest.raises(NoSuchComment):
+            await storage.delete("v", seq, by="u-mod", moderator=True)
+    with pytest.raises(NoSuchComment):
+        await storage.delete("other", 1, by="u-mod", moderator=True)
+    assert await storage.last_seq("v") == 2 and await storage.last_seq("other") == 0
+
+
+async def test_only_a_moderator_or_the_poster_may_delete(storage: Any) -> None:
+    await storage.add(NewComment("v", "Ana", "t", user="u-ana"))
+    await storage.add(NewComment("v", "guest", "open posting"))
+    for seq in (1, 2):
+        with pytest.raises(NotYourComment):
+            await storage.delete("v", seq, by="u-bob", moderator=False)
+    assert await storage.last_seq("v") == 2
+    assert [c.deleted for c in await storage.since("v", 0, 10)] == [False, False]
+
+
+async def test_a_retry_of_a_deleted_comment_is_not_a_new_comment(storage: Any) -> None:
+    new = NewComment("v", "Ana", "t", user="u-ana")
+    await storage.add(new, "key-1")
+    await storage.delete("v", 1, by="u-mod", moderator=True)
+    with pytest.raises(IdempotencyKeyReused):
+        await storage.add(new, "key-1")
+    assert await storage.last_seq("v") == 2
+
+
+async def test_concurrent_posts_and_deletes_keep_seq_contiguous(storage: Any) -> None:
+    for i in range(10):
+        await storage.add(NewComment("v", "a", f"t{i}", user="u"))
+    results = await asyncio.gather(
+        *(storage.add(NewComment("v", "a", f"n{i}", user="u")) for i in range(20)),
+        *(storage.delete("v", seq, by="m", moderator=True) for seq in range(1, 11)),
+    )
+    seqs = sorted(r.seq for r in results)
+    assert seqs == list(range(11, 41))
+    log = await storage.since("v", 0, 100)
+    assert [c.seq for c in log] == list(range(1, 41))
+    assert sorted(c.deletes for c in log if c.deletes) == list(range(1, 11))
+
+
+async def test_bans_are_per_video_and_expire(storage: Any) -> None:
+    now = time.time()
+    assert await storage.post_policy("v", "u-bob", now) == (None, 0)
+    await storage.ban("v", "u-bob", now + 60)
+    until, _ = await storage.post_policy("v", "u-bob", now)
+    assert until == pytest.approx(now + 60)
+    assert (await storage.post_policy("w", "u-bob", now))[0] is None  # another video
+    assert (await storage.post_policy("v", "u-ana", now))[0] is None  # another user
+    assert (await storage.post_policy("v", None, now))[0] is None  # anonymous
+    assert (await storage.post_policy("v", "u-bob", now + 61))[0] is None  # expired
+    await storage.ban("v", "u-bob", 0)  # lifted
+    assert (await storage.post_policy("v", "u-bob", now))[0] is None
+
+
+async def test_slow_mode_claims_one_slot_per_interval(storage: Any) -> None:
+    await storage.set_slow_mode("v", 30)
+    assert (await storage.post_policy("v", None, time.time()))[1] == 30
+    now = time.time()
+    assert await storage.claim_slot("v", "u:ana", now, 30) == 0
+    assert await storage.claim_slot("v", "u:ana", now + 10, 30) == pytest.approx(20)
+    assert await storage.claim_slot("v", "u:bob", now + 10, 30) == 0  # another user
+    assert await storage.claim_slot("w", "u:ana", now + 10, 30) == 0  # another video
+    assert await storage.claim_slot("v", "u:ana", now + 30, 30) == 0  # the interval passed
+    await storage.set_slow_mode("v", 0)
+    assert (await storage.post_policy("v", None, time.time()))[1] == 0
+
+
+async def test_the_retry_of_the_post_that_took_the_slot_takes_it_again(storage: Any) -> None:
+    now = time.time()
+    assert await storage.claim_slot("v", "u:ana", now, 30, "k1") == 0
+    assert await storage.claim_slot("v", "u:ana", now + 5, 30, "k1") == 0  # its retry
+    assert await storage.claim_slot("v", "u:ana", now + 6, 30, "k2") == pytest.approx(24)  # a new post
+    assert await storage.claim_slot("v", "u:ana", now + 6, 30) == pytest.approx(24)  # a post without a key
+
+
+async def test_housekeeping_forgets_only_what_ended(storage: Any) -> None:
+    now = time.time()
+    await storage.ban("v", "u-bob", now + 60)
+    await storage.claim_slot("v", "u:ana", now, 30)
+    await storage.forget_expired(now)  # nothing ended yet
+    assert (await storage.post_policy("v", "u-bob", now))[0] is not None
+    assert await storage.claim_slot("v", "u:ana", now + 5, 30) > 0
+    await storage.forget_expired(now + MAX_SLOW_MODE_S + 61)  # asked about the past, rows now gone
+    assert (await storage.post_policy("v", "u-bob", now))[0] is None
+    assert await storage.claim_slot("v", "u:ana", now + 5, 30) == 0
+
+
+async def test_concurrent_claims_grant_one(storage: Any) -> None:
+    now = time.time()
+    waits = await asyncio.gather(*(storage.claim_slot("v", "u:ana", now, 30) for _ in range(8)))
+    assert sorted(waits)[0] == 0 and all(w > 0 for w in sorted(waits)[1:])
+
+
+async def test_a_database_from_before_moderation_is_upgraded(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.executescript("""
+        CREATE TABLE comments (video_id TEXT NOT NULL, seq INTEGER NOT NULL, author TEXT NOT NULL,
+            text TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (video_id, seq)) WITHOUT ROWID;
+        INSERT INTO comments VALUES ('v', 1, 'ana', 'from before', 1.0);
+    """)
+    conn.close()
+    store = await open_storage(f"sqlite:///{db}")
+    try:
+        [old] = await store.since("v", 0, 10)
+        assert (old.text, old.user, old.deleted, old.deletes) == ("from before", None, False, 0)
+        assert (await store.delete("v", 1, by="m", moderator=True)).seq == 2
+        assert await store.page("v", limit=10) == []
+    finally:
+        await store.close()
