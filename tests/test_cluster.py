@@ -31,19 +31,8 @@ def group_exists(pgid: int) -> bool:
 
 
 async def test_cluster_command_serves_and_leaves_nothing_behind(tmp_path: Path, session):
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "livecomments", "cluster", "--realtime", "2", "--writers", "1",
-        "--strategy", "partitioned", "--workdir", str(tmp_path / "c"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
+    proc, out = await start_cluster_command(tmp_path, "--strategy", "partitioned")
     try:
-        out = ""
-        async with asyncio.timeout(30):
-            while "Ctrl-C stops everything." not in out:
-                line = await proc.stdout.readline()
-                if not line:
-                    pytest.fail(f"cluster exited: {out}{(await proc.stderr.read()).decode()}")
-                out += line.decode()
         url = re.search(r"^url (\S+)", out, re.M).group(1)
         pids = [int(p) for p in re.findall(r" pid (\d+) ", out)]
         assert len(pids) == 5, out  # redis, w1, rt1, rt2, nginx
