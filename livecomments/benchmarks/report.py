@@ -106,8 +106,10 @@ def grouped_bars(path: Path, title: str, cases: Sequence[dict[str, Any]], panels
         ax.set_xticks(range(len(policies)), policies)
         ax.margins(y=0.2)
     handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, 0.965))
+    # The title may take two lines: the legend goes under it, the panels under the legend.
+    top = 1 - 0.022 * (title.count("\n") + 1)
+    fig.legend(handles, names, loc="upper center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, top))
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.tight_layout(rect=(0, 0, 1, top - 0.02))
     fig.savefig(path, dpi=90)
     plt.close(fig)
