@@ -243,6 +243,8 @@ class Hub(Repairs):
 
     def _emit(self, state: VideoState, frame: Frame, created_at: float) -> None:
         """Write now, or join the video's batch window (frames stay in seq order either way)."""
+        if not frame[1]:  # a deleted comment's place (repair) only advances seq; chunk(b"") would end the stream
+            return
         window = self._window
         hold = bool(window) and (not self._adaptive or self._is_hot(state))  # counts every comment
         if state.flush is not None:

@@ -122,9 +122,7 @@ class Repairs:
                     if comment.seq not in arrived:
                         self._metrics.gaps_repaired.inc()
                     state.last_seq = comment.seq
-                    frame = build_frame(comment)
-                    if frame[1]:  # a deleted comment's place only advances seq
-                        self._emit(state, frame, comment.created_at)
+                    self._emit(state, build_frame(comment), comment.created_at)
             if len(missing) == self._backlog_limit:
                 continue
             pending = [c.seq for c in state.held if c.seq > state.last_seq]
