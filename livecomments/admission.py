@@ -84,33 +84,54 @@ class StreamGate:
 
     def __init__(self, hub_leave: Callable[[Viewer], None], *, max_streams: int, max_per_address: int) -> None:
         self._hub_leave = hub_leave
-        self.max_streams = max_streams
-        self.max_per_address = max_per_address
-        self.open = 0
-        self._per_address: dict[str, int] = {}
+        self.counts = AddressCounts(max_streams, max_per_address)
 
     def admit(self, address: str | None) -> str | None:
         """Count a new stream from address; or, past a cap, count nothing and say why."""
-        if self.open >= self.max_streams:
-            return f"this server holds its maximum of {self.max_streams} streams"
-        if address is not None and self.max_per_address:
-            n = self._per_address.get(address, 0)
-            if n >= self.max_per_address:
-                return f"{address} holds its maximum of {self.max_per_address} streams"
-            self._per_address[address] = n + 1
-        self.open += 1
+        refused = self.counts.admit(address)
+        if refused == "total":
+            return f"this server holds its maximum of {self.counts.max_total} streams"
+        if refused == "address":
+            return f"{address} holds its maximum of {self.counts.max_per_address} streams"
         return None
 
     def release(self, address: str | None) -> None:
         """Uncount a stream admitted from address."""
-        self.open -= 1
+        self.counts.release(address)
+
+    def leave(self, viewer: Viewer) -> None:
+        self._hub_leave(viewer)
+        self.counts.release(viewer.address)
+
+
+class AddressCounts:
+    """What is open in all and per client address, under two caps (0 = no cap): the stream
+    gate's and the edge's connection counts. Past a cap nothing is counted."""
+
+    def __init__(self, max_total: int, max_per_address: int) -> None:
+        self.max_total = max_total
+        self.max_per_address = max_per_address
+        self.total = 0
+        self._per_address: dict[str, int] = {}
+
+    def admit(self, address: str | None) -> str | None:
+        """None when counted; else which cap refused it: "total" or "address"."""
+        if self.max_total and self.total >= self.max_total:
+            return "total"
+        if address is not None and self.max_per_address:
+            n = self._per_address.get(address, 0)
+            if n >= self.max_per_address:
+                return "address"
+            self._per_address[address] = n + 1
+        self.total += 1
+        return None
+
+    def release(self, address: str | None) -> None:
+        """Uncount what was admitted from address."""
+        self.total -= 1
         if address is not None and self.max_per_address:
             n = self._per_address[address] - 1
             if n:
                 self._per_address[address] = n
             else:
                 del self._per_address[address]
-
-    def leave(self, viewer: Viewer) -> None:
-        self._hub_leave(viewer)
-        self.release(viewer.address)

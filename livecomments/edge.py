@@ -37,7 +37,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from livecomments.admission import capped_address
+from livecomments.admission import AddressCounts, capped_address
 from livecomments.config import Config
 from livecomments.errors import error_response
 from livecomments.signing import PATH, push_body_limit
@@ -71,8 +71,10 @@ class Edge:
     push_limit: int  # ... except the deliver endpoint's, which has its own limit
     max_connections: int  # 0 = no cap
     max_per_address: int  # 0 = no cap
-    connections: int = 0
-    by_address: dict[str, int] = field(default_factory=dict)
+    counts: AddressCounts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = AddressCounts(self.max_connections, self.max_per_address)
 
     @classmethod
     def from_config(cls, config: Config) -> Edge:
@@ -84,24 +86,10 @@ class Edge:
 
     def admit(self, address: str | None) -> bool:
         """Count a connection from address (None: not capped per address), or refuse it."""
-        if self.max_connections and self.connections >= self.max_connections:
-            return False
-        if address is not None and self.max_per_address:
-            held = self.by_address.get(address, 0)
-            if held >= self.max_per_address:
-                return False
-            self.by_address[address] = held + 1
-        self.connections += 1
-        return True
+        return self.counts.admit(address) is None
 
     def release(self, address: str | None) -> None:
-        self.connections -= 1
-        if address is not None and self.max_per_address:
-            held = self.by_address[address] - 1
-            if held:
-                self.by_address[address] = held
-            else:
-                del self.by_address[address]
+        self.counts.release(address)
 
 
 class EdgeRequestHandler(RequestHandler):

@@ -88,4 +88,3 @@ def handler(app: web.Application) -> Callable[[web.Request], Awaitable[web.Respo
 
 def add_routes(target: web.Application, app: web.Application) -> None:
     target.router.add_post(PATH, handler(app))
-
