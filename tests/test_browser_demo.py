@@ -35,6 +35,19 @@ async def open_video(page: Page, base: str, video: str) -> None:
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
 
 
+async def second_post_is_held(page: Page, user: str, refusal: str) -> None:
+    """Post "one" then "two" as `user` (a token signed with SECRET): the first shows, the second
+    is refused inline with `refusal` and the send button is held."""
+    await page.fill("#token-input", mint(SECRET, "HS256", sub=user))
+    await page.fill("#text-input", "one")
+    await page.click("#send")
+    await expect(page.locator("#comments .text")).to_have_text(["one"])
+    await page.fill("#text-input", "two")
+    await page.click("#send")
+    await expect(page.locator("#post-error")).to_contain_text(refusal)
+    await expect(page.locator("#send")).to_be_disabled()
+
+
 async def test_a_comment_posted_by_another_client_shows_live(page: Page, http: aiohttp.ClientSession,
                                                              serve: Callable[..., str]) -> None:
     base = serve()
@@ -94,14 +107,7 @@ async def test_rate_limited_shows_retry_after_and_holds_the_button(page: Page, s
     # per user: anonymous posts from loopback are not limited, so post with a token
     base = serve(LIVECOMMENTS_RATE_LIMIT_PER_S="0.05", LIVECOMMENTS_RATE_LIMIT_BURST="1", LIVECOMMENTS_AUTH_JWT_SECRET=SECRET)
     await open_video(page, base, "fast")
-    await page.fill("#token-input", mint(SECRET, "HS256", sub="bo"))
-    await page.fill("#text-input", "first")
-    await page.click("#send")
-    await expect(page.locator("#comments .text")).to_have_text(["first"])
-    await page.fill("#text-input", "second")
-    await page.click("#send")
-    await expect(page.locator("#post-error")).to_contain_text("posting too fast. Try again in")
-    await expect(page.locator("#send")).to_be_disabled()
+    await second_post_is_held(page, "bo", "posting too fast. Try again in")
 
 
 async def test_with_auth_the_page_asks_for_a_token_and_posts_as_its_name(page: Page, serve: Callable[..., str]) -> None:
@@ -168,14 +174,7 @@ async def test_slow_mode_and_bans_are_explained_inline(page: Page, http: aiohttp
     async with http.put(f"{base}/v1/videos/slow/settings", json={"slow_mode_s": 60}, headers=moderator) as response:
         assert response.status == 200
     await open_video(page, base, "slow")
-    await page.fill("#token-input", mint(SECRET, "HS256", sub="dan"))
-    await page.fill("#text-input", "one")
-    await page.click("#send")
-    await expect(page.locator("#comments .text")).to_have_text(["one"])
-    await page.fill("#text-input", "two")
-    await page.click("#send")
-    await expect(page.locator("#post-error")).to_contain_text("Slow mode is on for this video. Try again in")
-    await expect(page.locator("#send")).to_be_disabled()
+    await second_post_is_held(page, "dan", "Slow mode is on for this video. Try again in")
     await expect(page.locator("#text-input")).to_have_value("two")
     async with http.post(f"{base}/v1/videos/slow/bans", json={"user": "ed", "ttl_s": 60}, headers=moderator) as response:
         assert response.status == 201

@@ -10,10 +10,9 @@ import socket
 import sqlite3
 
 import aiohttp
-import pytest
 
 from tests.fixtures.raw_stream import RawStream
-from tests.fixtures.stack import MAX_TEXT, Stack
+from tests.fixtures.stack import MAX_TEXT, Stack, stacks_where
 from tests.helpers import metric, post, until_metric
 from tests.sse import Event, SSEReader, open_stream
 
@@ -162,14 +161,13 @@ async def test_a_resume_ahead_of_this_servers_feed_is_a_normal_resume(
         assert (event.event, event.id) == ("comment", "6"), event.data
 
 
+@stacks_where(lambda spec: spec.multiprocess)  # one process: its feed is its storage
 async def test_a_resume_at_a_seq_the_feed_has_not_brought_yet_is_not_a_reset(
     stack: Stack, session: aiohttp.ClientSession,
 ):
     """A viewer already watches here, so the server tracks the video; a comment stored but not
     (yet) published leaves its feed behind storage. A viewer resuming at that seq (it saw it
     through another server) must get what follows, with no reset and no repeat."""
-    if not stack.spec.multiprocess:
-        pytest.skip("one process: its feed is its storage")
     video = "lagging"
     lossy = stack.start_lossy_writer()
     watchers = [await open_stream(session, url, video) for url in stack.realtime_urls]
@@ -186,13 +184,12 @@ async def test_a_resume_at_a_seq_the_feed_has_not_brought_yet_is_not_a_reset(
         await assert_exactly(watcher, [2, 3])
 
 
+@stacks_where(lambda spec: spec.owns_broker)
 async def test_viewers_get_everything_through_a_broker_outage(stack: Stack, session: aiohttp.ClientSession):
     """The broker (or registry) is killed and restarted while comments are posted: posts are
     acknowledged throughout, a viewer that arrives meanwhile is served (200, from storage),
     and every viewer ends with every comment once, in order. Last in the module: it breaks
     the shared stack's broker, and leaves it ready again."""
-    if stack.broker is None or not stack.owns_broker:
-        pytest.skip("no broker of its own to kill")
     video = "outage"
     before = [await open_stream(session, url, video) for url in stack.realtime_urls]
     for i in range(5):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from benchmarks.chaos import scenario
 from benchmarks.chaos.check import Summary, details, table
-from benchmarks.chaos.services import Postgres
 from benchmarks.common import RESULTS, raise_nofile
+from tests.fixtures.postgres import PostgresServer
 
 SCRATCH = Path(tempfile.gettempdir()) / "livecomments-chaos"
 
@@ -67,7 +67,7 @@ async def main(argv: list[str] | None = None) -> int:
     raise_nofile()
     out = args.out or (SCRATCH if args.quick else RESULTS) / "chaos.md"
     workdir = Path(tempfile.mkdtemp(prefix="lc-chaos-"))
-    pg = await asyncio.to_thread(Postgres().start)
+    pg = await asyncio.to_thread(PostgresServer().start)
     summaries = []
     try:
         for strategy in (s for s in scenario.STRATEGIES if s.label in args.only):

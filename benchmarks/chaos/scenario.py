@@ -18,9 +18,10 @@ import aiohttp
 
 from benchmarks.chaos.check import Summary, caught_up, stored_comments, summarize
 from benchmarks.chaos.clients import Poster, StalledViewer, Viewer
-from benchmarks.chaos.services import Node, PeakRss, Postgres, signal_tree
+from benchmarks.chaos.services import Node, PeakRss, signal_tree
 from livecomments.benchmarks.common import parse_metrics
 from tests.fixtures.etcd import EtcdProcess
+from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.processes import RedisProcess, free_port
 
 SECRET = "chaos-secret"
@@ -61,7 +62,7 @@ FULL = Settings(viewers=1000, videos=20, posters=8, post_pause=0.1, hold=4.0, se
 
 
 class System:
-    def __init__(self, strategy: Strategy, pg: Postgres, workdir: Path) -> None:
+    def __init__(self, strategy: Strategy, pg: PostgresServer, workdir: Path) -> None:
         self.strategy = strategy
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,7 @@ def steps(system: System, viewers: list[Viewer], hold: float) -> list[Step]:
     async def postgres_down() -> None:
         await asyncio.to_thread(system.pg.halt)
         await asyncio.sleep(hold)
-        system.pg.restart()
+        await asyncio.to_thread(system.pg.resume)
 
     async def postgres_frozen() -> None:
         assert system.pg.proc is not None
@@ -170,7 +171,7 @@ def steps(system: System, viewers: list[Viewer], hold: float) -> list[Step]:
     ]
 
 
-async def run(strategy: Strategy, settings: Settings, pg: Postgres, workdir: Path,
+async def run(strategy: Strategy, settings: Settings, pg: PostgresServer, workdir: Path,
               log: Callable[[str], None]) -> Summary:
     started = time.monotonic()
     system = System(strategy, pg, workdir)

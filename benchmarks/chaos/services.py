@@ -2,21 +2,19 @@
 clients and the registry expect it), and the real redis-server, etcd and PostgreSQL under them.
 
 The service starters are the test suite's own (tests/fixtures), so a fault here is the same
-process the tests start; this module adds what faults need: kill -9 and start again on the
-same port, a stop and start of PostgreSQL that keeps its data, SIGSTOP/SIGCONT of a process
-tree, and peak RSS of the livecomments processes.
+process the tests start (PostgreSQL's halt and resume included); this module adds what faults
+need: kill -9 and start again on the same port, SIGSTOP/SIGCONT of a process tree, and peak
+RSS of the livecomments processes.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 from pathlib import Path
 
 from benchmarks.common import rss_bytes
-from tests.fixtures.postgres import PostgresServer, _bin
 from tests.fixtures.processes import LivecommentsProcess
 
 
@@ -46,34 +44,6 @@ def signal_tree(root: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
-
-
-class Postgres(PostgresServer):
-    """The tests' private PostgreSQL, which can also stop and start again with its data."""
-
-    def postmaster(self) -> int:
-        """The postmaster's pid (self.proc may be `runuser`, which does not pass signals on)."""
-        return int(Path(self.dir, "data", "postmaster.pid").read_text().split()[0])
-
-    def halt(self) -> None:
-        """A fast shutdown (SIGINT); an immediate one (SIGQUIT, crash recovery at the next start)
-        if sessions hold it up. Data is kept either way."""
-        assert self.proc is not None
-        postmaster = self.postmaster()
-        os.kill(postmaster, signal.SIGINT)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(postmaster, signal.SIGQUIT)
-            self.proc.wait(30)
-
-    def restart(self) -> None:
-        data = os.path.join(self.dir, "data")
-        self.proc = subprocess.Popen(
-            [*self._as, _bin("postgres"), "-D", data, "-p", str(self.port), "-k", self.dir,
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
 
 
 class Node:
