@@ -1,3 +1,3 @@
-"""Repo-only tools: the fault suite (`python -m benchmarks.chaos`) and the attack probes
-(`python -m benchmarks.attacks`); results/ holds the committed reports of full runs.
-The benchmarks themselves are `livecomments bench …` (livecomments/benchmarks/)."""
+"""Repo-only: the fault suite (`make chaos`, `python -m benchmarks.chaos`), which starts its services
+with the test fixtures (tests/fixtures/); results/ holds the committed reports of full runs.
+Every benchmark is `livecomments bench …` (livecomments/benchmarks/) and runs from an installed package."""

@@ -8,12 +8,13 @@ import logging
 import signal
 import socket
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from aiohttp import web
 
 from livecomments import cors, demo_routes, internal, realtime, videos, writer
 from livecomments.access import observe_middleware
-from livecomments.app_keys import CONFIG, HUB, METRICS, SERVER_ID, STORAGE, STRATEGY
+from livecomments.app_keys import CONFIG, HUB, METRICS, METRICS_GATHER, SERVER_ID, STORAGE, STRATEGY
 from livecomments.auth import AUTHENTICATOR, Authenticator, identity_middleware, load_verifier
 from livecomments.clientaddr import TRUSTED_PROXIES, parse_networks
 from livecomments.config import Config, mask_url
@@ -156,29 +157,42 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
+    gather = request.app.get(METRICS_GATHER)
+    body = await gather() if gather is not None else request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
-def run(config: Config) -> None:
+class Worker(Protocol):
+    """What a worker of `serve --workers` (workers.py) brings: the listening socket its supervisor
+    made, what to add to the app, and where to say it listens instead of printing it."""
+
+    sock: socket.socket
+
+    def setup(self, app: web.Application) -> None: ...
+
+    def listening(self, line: str) -> None: ...
+
+
+def run(config: Config, worker: Worker | None = None) -> None:
+    """Serve until SIGTERM/SIGINT."""
     setup_logging(config.log_level, config.log_format)
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, worker))
     else:
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, worker))
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, worker: Worker | None = None) -> None:
     log.info("open-file limit: %d", raise_fd_limit())
     # Bind first: with --port 0 the advertised URL (dispatcher pushes) is known only now.
-    public = _bind(config.host, config.port)
+    public = worker.sock if worker is not None else bind(config.host, config.port)
     private = None
     # Pushes get a listener of their own, off the public port (see internal.py): internal_port,
     # or a free one when advertise_url does not already say where pushes arrive.
     if config.strategy == "dispatcher" and config.serves_realtime and (config.internal_port or not config.advertise_url):
-        private = _bind(config.host, config.internal_port)
+        private = bind(config.host, config.internal_port)
         config = config.replace(internal_port=private.getsockname()[1])
     if config.strategy == "dispatcher" and not config.advertise_url:
         host, port = (private or public).getsockname()[:2]
@@ -186,6 +200,8 @@ async def serve(config: Config) -> None:
             host = socket.gethostname()
         config = config.replace(advertise_url=f"http://{host}:{port}")
     app = create_app(config)
+    if worker is not None:
+        worker.setup(app)
     runner = EdgeRunner(
         app, Edge.from_config(config), handler_cancellation=True, keepalive_timeout=config.keepalive_timeout,
         shutdown_timeout=config.shutdown_timeout, access_log=None,
@@ -205,7 +221,11 @@ async def serve(config: Config) -> None:
         # reconnecting viewers overflows it and waits out SYN retransmits (1 s, 3 s).
         await web.SockSite(runner, public, backlog=1024).start()
         host, port = public.getsockname()[:2]
-        print(f"livecomments {config.role} ({config.strategy}) listening on http://{host}:{port}", flush=True)
+        listening = f"livecomments {config.role} ({config.strategy}) listening on http://{host}:{port}"
+        if worker is None:
+            print(listening, flush=True)
+        else:
+            worker.listening(listening)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -218,6 +238,6 @@ async def serve(config: Config) -> None:
         await runner.cleanup()
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=1024)
+    return socket.create_server((host, port), family=family, backlog=1024, reuse_port=reuse_port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -20,3 +21,5 @@ STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 STRATEGY: web.AppKey[Strategy] = web.AppKey("strategy")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 SERVER_ID = web.AppKey("server_id", str)
+# With `serve --workers`, /metrics answers for every worker, not the one the connection reached (workers.py).
+METRICS_GATHER: web.AppKey[Callable[[], Awaitable[bytes]]] = web.AppKey("metrics_gather")

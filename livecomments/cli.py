@@ -50,9 +50,10 @@ def serve(config_file: str | None, print_config: bool, **flags: Any) -> None:
         click.echo(to_toml(config), nl=False)
         return
     from livecomments.app import StartError, run
+    from livecomments.workers import supervise
 
     try:
-        run(config)
+        supervise(config) if config.workers > 1 else run(config)
     except StartError as e:  # a component that cannot start names itself
         raise click.ClickException(str(e)) from None
     except OSError as e:  # port in use

@@ -13,7 +13,6 @@ signal, SIGTERM, so it shuts down as on Ctrl-C (nginx's master takes its workers
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import secrets
 import shutil
@@ -27,7 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +36,12 @@ import click
 
 from livecomments.config import STRATEGIES
 from livecomments.lbconfig import BALANCE_FACTOR, POLICIES, Balancer, render
-from livecomments.procs import SBIN_PATH, RedisServer, RedisUnavailable
+from livecomments.procs import SBIN_PATH, RedisServer, RedisUnavailable, die_with_parent
 
 # Debian packages that provide each binary we start.
 PACKAGES = {"nginx": "nginx", "haproxy": "haproxy", "redis-server": "redis-server"}
 BALANCERS = ("nginx", "haproxy", "none")
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
-PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
 
 class ClusterError(RuntimeError):
@@ -87,7 +85,7 @@ class Member:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True, preexec_fn=_die_with_parent())
+                                         start_new_session=True, preexec_fn=die_with_parent())
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
@@ -189,7 +187,7 @@ class Cluster:
             with open(redis.log, "ab") as log:
                 try:
                     server.start(max(0.1, deadline - time.monotonic()), stdout=log, stderr=log,
-                                 start_new_session=True, preexec_fn=_die_with_parent())
+                                 start_new_session=True, preexec_fn=die_with_parent())
                 except RedisUnavailable as e:
                     raise ClusterError(f"{e}; see {redis.log}") from None
             redis.proc = server.proc
@@ -248,26 +246,6 @@ class Cluster:
     def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """What the child runs between fork and exec so the kernel sends it SIGTERM when we die.
-
-    Linux only. The kernel ties the signal to the forking *thread*, not the process, so it is
-    set only from the main thread: a Cluster started from a worker thread (asyncio.to_thread)
-    would otherwise lose its children when that thread ends; those rely on stop() and atexit.
-    """
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    parent = os.getpid()
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def set_parent_death_signal() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # we died between fork and prctl: nobody will send it now
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return set_parent_death_signal
 
 
 def _signal_group(member: Member, sig: int) -> None:

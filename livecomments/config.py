@@ -66,6 +66,7 @@ class Config:
     storage: str = opt("sqlite:///livecomments.db", "sqlite:///PATH or postgresql://…")
     host: str = opt("127.0.0.1", "address to listen on")
     port: int = opt(8080, "port to listen on (0 picks a free one)")
+    workers: int = opt(1, "processes sharing the port (SO_REUSEPORT), each its own hub; > 1 needs a shared broker or registry")
     server_id: str = opt("", "name in X-Served-By (default host:port)")
     advertise_url: str = opt("", "URL other processes reach this one at (dispatcher pushes)")
     internal_port: int = opt(0, "port for /internal/v1/deliver (0 = a free one, or the public port if advertise_url is given)")
@@ -182,6 +183,7 @@ class Config:
                                   "processes: give every process the same --cluster-secret")
         elif self.role != "both" and self.broker_is_memory:
             raise ConfigError(f"role {self.role} cannot reach other processes over the in-memory broker: use --broker redis://HOST:PORT/DB")
+        self._validate_workers()
         if self.partitions < 0:
             raise ConfigError("partitions must be >= 0")
         if not 0 <= self.port <= 65535:
@@ -225,6 +227,20 @@ class Config:
         _require_driver("storage", self.storage)
         _require_driver(*(("registry", self.registry) if self.strategy == "dispatcher" else ("broker", self.broker)))
         return self
+
+    def _validate_workers(self) -> None:
+        """Workers are separate processes: what they share must live outside them (see workers.py)."""
+        if not 1 <= self.workers <= 256:
+            raise ConfigError(f"workers must be between 1 and 256, not {self.workers}")
+        if self.workers == 1:
+            return
+        if self.strategy == "dispatcher" and self.registry.startswith("memory://"):
+            raise ConfigError(f"{self.workers} workers cannot share an in-memory registry: use --registry redis://… or etcd://…")
+        if self.strategy != "dispatcher" and self.broker_is_memory:
+            raise ConfigError(f"{self.workers} workers cannot share the in-memory broker: use --broker redis://HOST:PORT/DB")
+        if self.advertise_url or self.internal_port:
+            raise ConfigError("with workers, leave advertise_url and internal_port unset: each worker takes a free "
+                              "port for pushes and advertises it")
 
     def _validate_identity(self) -> None:
         """Tokens, rate limits, trusted proxies and CORS (see auth.py, ratelimit.py, clientaddr.py, cors.py)."""

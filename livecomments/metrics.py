@@ -11,6 +11,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from livecomments import __version__
 
@@ -84,3 +87,24 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def merge_labeled(label: str, expositions: dict[str, bytes]) -> bytes:
+    """Several processes' /metrics as one: every series gets label=<its process>, each family once
+    (a scraper refuses a family repeated, so the texts cannot simply be concatenated)."""
+    families: dict[str, Metric] = {}
+    for value, text in expositions.items():
+        for family in text_string_to_metric_families(text.decode()):
+            merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type, family.unit))
+            merged.samples += [sample._replace(labels={**sample.labels, label: value}) for sample in family.samples]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(list(families.values())))
+    return generate_latest(registry)

@@ -9,16 +9,20 @@ port (redis accepts connections while it is still loading).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])  # nginx, redis may live in sbin
 
 
@@ -97,3 +101,23 @@ def wait_for_redis(port: int, proc: subprocess.Popen[bytes] | None, timeout: flo
         if time.monotonic() > deadline:
             raise RedisUnavailable(f"redis-server did not answer PING on port {port} within {timeout:g} s")
         time.sleep(0.02)
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """What a child runs after fork (before exec, if any) so the kernel sends it SIGTERM when we die.
+
+    Linux only. The kernel ties the signal to the forking *thread*, not the process, so it is
+    set only from the main thread: a Cluster started from another thread (asyncio.to_thread)
+    would otherwise lose its children when that thread ends; those rely on stop() and atexit.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def set_parent_death_signal() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # we died between fork and prctl: nobody will send it now
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_parent_death_signal

@@ -70,6 +70,11 @@ def test_default_config_file_matches_defaults():
     (["--registry", "zk://x"], "registry 'zk://x'"),
     (["--log-level", "verbose"], "log_level must be one of debug, info, warning, error, not 'verbose'"),
     (["--log-format", "xml"], "log_format must be one of text, json"),
+    # workers are processes: what they share cannot live in one of them
+    (["--workers", "2"], "2 workers cannot share the in-memory broker"),
+    (["--workers", "3", "--strategy", "dispatcher", "--registry", "memory://"], "cannot share an in-memory registry"),
+    (["--workers", "2", "--broker", "redis://127.0.0.1:1/0", "--internal-port", "9000"], "leave advertise_url"),
+    (["--workers", "0"], "workers must be between 1 and 256, not 0"),
 ])
 def test_impossible_setups_are_refused_in_one_line(args, message, tmp_path):
     err = one_line_error(run("serve", *args, cwd=tmp_path))

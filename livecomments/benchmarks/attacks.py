@@ -1,8 +1,8 @@
 """The black-box attack run of issue 11: a real `livecomments serve` process, attacked as an
 anonymous client would, while a legitimate client checks it is still answered.
 
-    python -m benchmarks.attacks            # the full run: writes benchmarks/results/attacks.md
-    python -m benchmarks.attacks --quick    # fewer sockets, short timeouts: a smoke run, prints only
+    livecomments bench attacks              # the full run: writes benchmarks/results/attacks.md
+    livecomments bench attacks --quick      # fewer sockets, short timeouts: a smoke run, into scratch/
 
 Each phase opens its attack sockets, then times a legitimate /healthz, a POST and a stream
 that receives that POST, then waits for the server to close the attack sockets; it reports
@@ -11,7 +11,6 @@ how many the server closed and when, and the server's RSS before and after.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import math
 import statistics
@@ -24,7 +23,8 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.common import RESULTS, Process, free_port, raise_nofile, rss_bytes
+from livecomments.benchmarks.common import Process, free_port, raise_nofile, rss_bytes
+from livecomments.benchmarks.report import run_line
 from livecomments.signing import PATH
 
 SECRET = "attack-run-secret"
@@ -197,27 +197,18 @@ def table(phases: list[Phase]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer sockets and short timeouts; prints, writes nothing")
-    args = parser.parse_args()
-    phases = asyncio.run(run(args.quick))
+def write_report(phases: list[Phase], out: Path, quick: bool) -> tuple[str, bool]:
+    """The table, printed and written to out/attacks.md; and whether every attack socket was closed."""
     text = table(phases)
-    print(text)
     unclosed = [p.name for p in phases if not p.name.startswith("stream flood") and p.closed < p.sockets]
-    slowest = statistics.fmean(p.healthz_ms for p in phases)
-    print(f"\nevery legitimate request answered (mean /healthz {slowest:.1f} ms); "
-          f"attacks with sockets left open: {', '.join(unclosed) or 'none'}")
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "attacks.md").write_text(
-            "# Attacks on one process (benchmarks/attacks.py)\n\n"
-            "A real `livecomments serve` (dispatcher, memory registry, SQLite, default limits but "
-            "`max_streams = 5000`); each attack's sockets from loopback, then a legitimate /healthz, POST and "
-            "stream timed while they are open.\n\n" + text + "\n"
-        )
-    sys.exit(1 if unclosed else 0)
-
-
-if __name__ == "__main__":
-    main()
+    mean = statistics.fmean(p.healthz_ms for p in phases)
+    summary = (f"every legitimate request answered (mean /healthz {mean:.1f} ms); "
+               f"attacks with sockets left open: {', '.join(unclosed) or 'none'}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "attacks.md").write_text(
+        "# Attacks on one process (`livecomments bench attacks`)\n\n" + run_line(quick) + "\n\n"
+        "A real `livecomments serve` (dispatcher, memory registry, SQLite, default limits but "
+        "`max_streams = 5000`); each attack's sockets from loopback, then a legitimate /healthz, POST and "
+        "stream timed while they are open.\n\n" + text + "\n\n" + summary + "\n"
+    )
+    return f"{text}\n\n{summary}\nwrote {out}/attacks.md", not unclosed

@@ -1,7 +1,7 @@
 """What identity costs a post: µs of server CPU per post with and without JWT verification,
 and with and without a rate-limit check (in-process, and one Redis round trip), in one run.
 
-    python -m benchmarks.auth_cost [--posts 4000] [--rounds 3] [--concurrency 16]
+    livecomments bench auth-cost [--posts 4000] [--rounds 3] [--concurrency 16] [--quick]
 
 Each configuration is its own `livecomments serve` process (SQLite, group commit), all started
 up front; the rounds interleave them so drift (other load, thermal) hits all alike. The figure is
@@ -15,7 +15,6 @@ A client reuses its token, and the server remembers verified tokens until they e
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import tempfile
@@ -26,8 +25,8 @@ from pathlib import Path
 import aiohttp
 import jwt
 
-from benchmarks.common import Process
-from livecomments.benchmarks.common import cpu_seconds
+from livecomments.benchmarks.common import Process, cpu_seconds
+from livecomments.benchmarks.report import run_line
 
 SECRET = "benchmark-secret-of-at-least-32-bytes"
 NO_LIMIT = ["--rate-limit-per-s", "0"]
@@ -140,16 +139,14 @@ def report(all_setups: list[Setup], posts: int, rounds: int, concurrency: int) -
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--posts", type=int, default=4000, help="posts per configuration per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=16)
-    args = parser.parse_args()
+def measure_all(posts: int, rounds: int, concurrency: int) -> list[Setup]:
     with tempfile.TemporaryDirectory(prefix="lc-auth-cost-") as tmp:
-        results = asyncio.run(run(args.posts, args.rounds, args.concurrency, Path(tmp)))
-    print(report(results, args.posts, args.rounds, args.concurrency))
+        return asyncio.run(run(posts, rounds, concurrency, Path(tmp)))
 
 
-if __name__ == "__main__":
-    main()
+def write_report(all_setups: list[Setup], posts: int, rounds: int, concurrency: int, out: Path, quick: bool) -> str:
+    text = report(all_setups, posts, rounds, concurrency)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "auth_cost.md").write_text("# What identity costs a post (`livecomments bench auth-cost`)\n\n"
+                                      + run_line(quick) + "\n\n```\n" + text + "\n```\n")
+    return f"{text}\nwrote {out}/auth_cost.md"
