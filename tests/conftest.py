@@ -52,6 +52,14 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
         await server.close()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that takes it runs on a fresh SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_server").database())
+    return f"sqlite:///{tmp_path}/shared.db"
+
+
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=30)) as s:

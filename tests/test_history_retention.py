@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-import pytest
 
 from tests.helpers import history, post
 from tests.sse import open_stream
@@ -17,12 +16,6 @@ async def _until_kept(session: aiohttp.ClientSession, base: str, video: str, wan
         while [c["seq"] for c in (await history(session, base, video))["comments"]] != want:
             await asyncio.sleep(0.05)
 
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def storage_url(request, tmp_path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("postgres_server").database())
-    return f"sqlite:///{tmp_path}/retention.db"
 
 
 async def test_retention_by_count_then_resume_from_a_removed_seq(start_server, session, storage_url):

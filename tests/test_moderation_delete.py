@@ -100,12 +100,6 @@ def cluster_args(strategy: str, transport: str, storage: str) -> list[str]:
             "--repair-interval", REPAIR, "--auth-jwt-secret", SECRET]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("postgres_server").database())
-    return f"sqlite:///{tmp_path}/shared.db"
-
 
 @pytest.mark.parametrize("strategy", ["broadcast", "partitioned", "dispatcher"])
 async def test_deletes_reach_viewers_on_every_strategy_even_when_their_publish_is_lost(

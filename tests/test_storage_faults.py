@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 
 from livecomments import cursor
 from livecomments.model import NewComment
@@ -98,12 +97,6 @@ async def test_commit_latency_and_batch_size_on_metrics(start_server, session):
     assert 1 <= commits <= 7 and commits == await metric(session, base, "livecomments_storage_batch_size_count")
     assert await metric(session, base, "livecomments_storage_commit_seconds_sum") > 0
 
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def storage_url(request, tmp_path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("postgres_server").database())
-    return f"sqlite:///{tmp_path}/bound.db"
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,6 @@ import itertools
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.helpers import all_seqs, history, post
 
@@ -25,12 +24,6 @@ async def _post(session: aiohttp.ClientSession, base: str, video: str, text: str
 def _writers(spawn, storage: str, n: int = 2, *extra: str) -> list[str]:
     return [spawn("--role", "both", "--storage", storage, "--log-level", "warning", *extra).url for _ in range(n)]
 
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def database(request, tmp_path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("postgres_server").database())
-    return f"sqlite:///{tmp_path}/shared.db"
 
 
 async def test_two_writers_cycling_over_videos_never_deadlock(spawn, session, postgres_server):
@@ -52,8 +45,8 @@ async def test_two_writers_cycling_over_videos_never_deadlock(spawn, session, po
         assert await all_seqs(session, writers[0], video) == list(range(1, 201))
 
 
-async def test_one_key_at_two_writers_at_once_gets_one_comment(spawn, session, database):
-    writers = _writers(spawn, database)
+async def test_one_key_at_two_writers_at_once_gets_one_comment(spawn, session, storage_url):
+    writers = _writers(spawn, storage_url)
 
     async def twice(i: int) -> list[tuple[int, dict[str, Any]]]:
         return await asyncio.gather(*(_post(session, base, "k", f"same {i}", key=f"key-{i}") for base in writers))
@@ -72,8 +65,8 @@ async def test_one_key_at_two_writers_at_once_gets_one_comment(spawn, session, d
     assert await all_seqs(session, writers[1], "k") == list(range(1, 121))  # 60 keyed + 60 others, once each
 
 
-async def test_a_reused_key_is_refused_at_either_writer(spawn, session, database):
-    writers = _writers(spawn, database)
+async def test_a_reused_key_is_refused_at_either_writer(spawn, session, storage_url):
+    writers = _writers(spawn, storage_url)
     status, first = await _post(session, writers[0], "r", "hello", key="k1")
     assert status == 201
     for base in writers:
@@ -85,10 +78,10 @@ async def test_a_reused_key_is_refused_at_either_writer(spawn, session, database
     assert await all_seqs(session, writers[1], "r") == [1]
 
 
-async def test_two_writers_share_seq_history_and_cursors(spawn, session, database):
+async def test_two_writers_share_seq_history_and_cursors(spawn, session, storage_url):
     # No cursor_secret configured: each writer finds the database's own, so a cursor from one
     # pages on at the other.
-    writers = _writers(spawn, database)
+    writers = _writers(spawn, storage_url)
     await asyncio.gather(*(post(session, writers[i % 2], "h", f"c{i}") for i in range(30)))
     page = await history(session, writers[0], "h", limit=10)
     assert [c["seq"] for c in page["comments"]] == list(range(30, 20, -1))

@@ -24,6 +24,7 @@ from livecomments.storage.errors import IdempotencyKeyReused, StorageUnavailable
 from livecomments.storage.group_commit import GroupCommit, Outcome, Post
 from livecomments.storage.log import COLUMNS, LIVE, PREFIXED, row_entry
 from livecomments.storage.sqlite_moderation import LOG_COLUMNS, MODERATION_SCHEMA, SqliteModeration
+from livecomments.storage.sqlite_tx import immediate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS comments (
@@ -80,8 +81,7 @@ def _switch_to_wal(conn: sqlite3.Connection) -> None:
 def _migrate(conn: sqlite3.Connection) -> bytes:
     """Create or upgrade the schema (in one write transaction, as other processes may race us);
     returns the database's cursor secret."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
@@ -97,11 +97,6 @@ def _migrate(conn: sqlite3.Connection) -> bytes:
                 conn.execute(f"ALTER TABLE comments ADD COLUMN {column} {declaration}")
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('cursor_secret', ?)", (secrets.token_hex(32),))
         secret = conn.execute("SELECT value FROM meta WHERE name='cursor_secret'").fetchone()[0]
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return bytes.fromhex(secret)
 
 
@@ -182,8 +177,7 @@ class SqliteStorage(SqliteModeration):
         heads: dict[str, int] = {}
         now = time.time()
         out: list[Outcome] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             for new, key in batch:
                 if key is not None and (earlier := _claimed(conn, new, key)) is not None:
                     out.append(earlier)
@@ -209,11 +203,6 @@ class SqliteStorage(SqliteModeration):
                 "INSERT INTO heads (video_id, seq) VALUES (?, ?) "
                 "ON CONFLICT (video_id) DO UPDATE SET seq=excluded.seq", heads.items(),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
-                conn.execute("ROLLBACK")
-            raise
         return out
 
     async def prune(self, *, keep_comments: int, older_than: float, limit: int) -> int:
@@ -233,15 +222,9 @@ class SqliteStorage(SqliteModeration):
             ).fetchall()
         if not doomed:
             return 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             deleted = conn.executemany("DELETE FROM comments WHERE video_id=? AND seq=?", doomed).rowcount
             conn.executemany("DELETE FROM idempotency WHERE video_id=? AND seq=?", doomed)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
-                conn.execute("ROLLBACK")
-            raise
         return deleted
 
     async def healthy(self) -> bool:

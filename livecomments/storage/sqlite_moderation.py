@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from livecomments.model import Comment
 from livecomments.storage.base import MAX_SLOW_MODE_S
 from livecomments.storage.errors import NoSuchComment, NotYourComment
+from livecomments.storage.sqlite_tx import immediate
 
 T = TypeVar("T")
 
@@ -54,8 +55,7 @@ WHERE last_posts.at <= excluded.at - ? OR last_posts.idem_key = excluded.idem_ke
 
 def _delete(conn: sqlite3.Connection, video_id: str, seq: int, by: str, moderator: bool) -> Comment | None:
     """Runs on the writer thread: one transaction, so the check and the log entry agree."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         row = conn.execute(
             "SELECT user_id, deletes, deleted FROM comments WHERE video_id=? AND seq=?", (video_id, seq),
         ).fetchone()
@@ -64,7 +64,6 @@ def _delete(conn: sqlite3.Connection, video_id: str, seq: int, by: str, moderato
         if not moderator and row[0] != by:
             raise NotYourComment(f"comment {seq} of {video_id} is someone else's")
         if row[2]:  # deleted before: nothing new to say
-            conn.execute("COMMIT")
             return None
         head = conn.execute("SELECT seq FROM heads WHERE video_id=?", (video_id,)).fetchone()[0] + 1
         entry = Comment(video_id, head, "", "", time.time(), by, deletes=seq)
@@ -74,11 +73,6 @@ def _delete(conn: sqlite3.Connection, video_id: str, seq: int, by: str, moderato
         )
         conn.execute("UPDATE comments SET deleted=1, text='' WHERE video_id=? AND seq=?", (video_id, seq))
         conn.execute("UPDATE heads SET seq=? WHERE video_id=?", (head, video_id))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return entry
 
 
