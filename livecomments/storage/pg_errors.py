@@ -18,6 +18,8 @@ UNAVAILABLE_CLASSES = ("08", "53", "57")
 def _unavailable(e: BaseException) -> bool:
     if isinstance(e, OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
         return True  # refused, reset, timed out (TimeoutError is an OSError), connection gone
+    if isinstance(e, asyncpg.InternalClientError):
+        return True  # "cannot switch to state …": a connection the server killed mid-query (seen in the fault suite)
     if isinstance(e, asyncpg.PostgresError):
         state = str(getattr(e, "sqlstate", "") or "")
         return state[:2] in UNAVAILABLE_CLASSES or state == "25006"
