@@ -23,10 +23,8 @@ import asyncio
 import logging
 import multiprocessing.connection
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -34,7 +32,6 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, cast
 
-import aiohttp
 from aiohttp import web
 
 from livecomments.app import StartError, bind, run
@@ -64,13 +61,14 @@ class _Worker:
 class _Hosted:
     """A worker as app.serve sees it (app.Worker): its socket, its metrics, its readiness report.
 
-    Each worker also serves its own /metrics on a Unix socket in the supervisor's run folder, so
+    Each worker also serves its own /metrics on an abstract Unix socket (Linux: no file to clean up
+    when the supervisor is killed) named after the supervisor's pid, so
     /metrics on the shared port, whichever worker the kernel hands it to, answers for all of them
     with a `worker` label on every series (a worker being restarted is left out of that scrape)."""
 
-    def __init__(self, sock: socket.socket, index: int, count: int, rundir: Path,
-                 report: Callable[[str], None]) -> None:
-        self.sock, self.index, self.count, self.rundir, self.report = sock, index, count, rundir, report
+    def __init__(self, sock: socket.socket, index: int, count: int, report: Callable[[str], None]) -> None:
+        self.sock, self.index, self.count, self.report = sock, index, count, report
+        self.supervisor = os.getppid()
 
     def listening(self, line: str) -> None:
         self.report(f"ready {self.index}")
@@ -80,7 +78,7 @@ class _Hosted:
         app.cleanup_ctx.append(self._metrics_site)
 
     def _socket(self, index: int) -> str:
-        return str(self.rundir / f"w{index}.sock")
+        return f"\0livecomments-{self.supervisor}-w{index}"
 
     async def _metrics_site(self, app: web.Application) -> AsyncIterator[None]:
         async def own(request: web.Request) -> web.Response:
@@ -96,13 +94,21 @@ class _Hosted:
 
     async def _gather(self, app: web.Application) -> bytes:
         async def fetch(index: int) -> bytes | None:
+            # By hand: aiohttp's client on uvloop cannot connect to an abstract socket name.
+            sock = socket.socket(socket.AF_UNIX)
             try:
-                async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(self._socket(index)),
-                                                 timeout=aiohttp.ClientTimeout(total=2)) as session:
-                    async with session.get("http://worker/metrics") as response:
-                        return await response.read()
-            except (aiohttp.ClientError, OSError, TimeoutError):
+                sock.connect(self._socket(index))  # local: accepted or refused at once
+                sock.setblocking(False)
+                async with asyncio.timeout(2):
+                    reader, writer = await asyncio.open_unix_connection(sock=sock)
+                    writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+                    response = await reader.read()
+                    writer.close()
+            except (OSError, TimeoutError):
+                sock.close()
                 return None  # being restarted
+            head, _, body = response.partition(b"\r\n\r\n")
+            return body if head.split(b" ", 2)[1:2] == [b"200"] else None
 
         others = [i for i in range(1, self.count + 1) if i != self.index]
         texts = {str(self.index): app[METRICS].render()}
@@ -119,7 +125,6 @@ class _Supervisor:
         self.port = int(first.getsockname()[1])
         socks = [first] + [bind(config.host, self.port, reuse_port=True) for _ in range(config.workers - 1)]
         self.workers = [_Worker(i + 1, sock) for i, sock in enumerate(socks)]
-        self.rundir = Path(tempfile.mkdtemp(prefix="livecomments-workers-"))  # each worker's metrics socket
         self.reports, self._report_w = os.pipe()  # workers write "ready N" / "error N message" lines
         self.stopping = False
         self._buf = b""
@@ -145,7 +150,7 @@ class _Supervisor:
         host = self.config.host
         config = self.config.replace(server_id=f"{self.config.server_id or f'{host}:{self.port}'}/w{worker.index}")
         try:
-            run(config, _Hosted(worker.sock, worker.index, len(self.workers), self.rundir, self._report))
+            run(config, _Hosted(worker.sock, worker.index, len(self.workers), self._report))
         except (StartError, OSError) as e:
             self._report(f"error {worker.index} {' '.join(str(e).split())}")
             os._exit(1)
@@ -223,7 +228,6 @@ class _Supervisor:
                 process.join(5)
         for w in self.workers:
             w.sock.close()
-        shutil.rmtree(self.rundir, ignore_errors=True)
 
 
 def _wait(fds: list[int], timeout: float) -> list[int]:
