@@ -37,7 +37,7 @@ def _quick_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group()
 def bench() -> None:
-    """Measure strategies, fan-out, writes and history paging; `bench all --quick` is the smoke suite."""
+    """Measure strategies, fan-out, a hot video, writes and history paging; `bench all --quick` is the smoke suite."""
     missing = [name for name in BENCH_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         raise click.ClickException(f"{MISSING_EXTRA} ({', '.join(missing)} not installed)")
@@ -168,12 +168,44 @@ def fanout(viewers: str, rates: str | None, duration: float, warmup: float, targ
     run.run(settings, click.echo)
 
 
+@bench.command()
+@click.option("--viewers", default="8000,10000,15000", show_default=True, help="viewer counts W, comma-separated")
+@click.option("--rates", default=None, help="comments/s steps, comma-separated [default: 10k…2M deliveries/s over W]")
+@click.option("--duration", default=2.0, show_default=True, help="measured seconds per step")
+@click.option("--warmup", default=0.3, show_default=True, help="seconds at each rate before measuring")
+@click.option("--targets", default=None,
+              help="one-process, one-process-adaptive, workers-2, haproxy-2 (comma-separated) [default: all; "
+              "quick: all but one-process-adaptive; a target is skipped where its open files would not fit]")
+@click.option("--pin/--no-pin", default=True, show_default=True,
+              help="every server-side process on core 0, load generator on core 1")
+@_quick_option
+@_out_option
+def hotvideo(viewers: str, rates: str | None, duration: float, warmup: float, targets: str | None, pin: bool,
+             quick: bool, out: Path | None) -> None:
+    """A hot video with 8,000-15,000 viewers, batching on: where one process breaks, and one process vs
+    `serve --workers 2` vs two servers behind HAProxy on the same core."""
+    from livecomments.benchmarks import hotvideo as hv
+    from livecomments.benchmarks.common import out_dir
+    from livecomments.benchmarks.fanout import run
+
+    chosen = targets.split(",") if targets else list(hv.QUICK_TARGETS if quick else hv.TARGETS)
+    unknown = sorted(set(chosen) - set(hv.TARGETS))
+    if unknown:
+        raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(hv.TARGETS)}", param_hint="--targets")
+    settings = run.Settings(out_dir(quick, out), _numbers(int)(viewers) or hv.VIEWERS, _numbers(float)(rates),
+                            duration, warmup, chosen, quick, pin)
+    if quick:
+        settings.viewers, settings.duration, settings.warmup = [200], 0.5, 0.2
+        settings.rates = settings.rates or [50.0, 500.0]
+    hv.run_all(settings, click.echo)
+
+
 @bench.command("all")
 @_quick_option
 @_out_option
 @click.pass_context
 def all_benchmarks(ctx: click.Context, quick: bool, out: Path | None) -> None:
     """Every benchmark in turn (`make bench` runs it with --quick: a few minutes)."""
-    for command in (strategies, fanout, write, history):
+    for command in (strategies, fanout, hotvideo, write, history):
         click.echo(f"== livecomments bench {command.name}{' --quick' if quick else ''}", err=True)
         ctx.invoke(command, quick=quick, out=out)  # click fills in the command's other defaults

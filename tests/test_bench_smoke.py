@@ -102,7 +102,33 @@ def test_fanout_target_that_does_not_start_is_a_row_not_a_crash(tmp_path: Path) 
     assert "| peer | 20 |" in (tmp_path / "out" / "fanout.md").read_text(), out
 
 
-@pytest.mark.parametrize("command", ["strategies", "fanout", "write", "history", "all"])
+def test_hotvideo_quick_compares_every_arrangement(tmp_path: Path) -> None:
+    proc = bench(tmp_path, "hotvideo", "--quick", "--out", str(tmp_path / "out"), timeout=90)
+    out = ok(proc)
+    assert "Traceback" not in proc.stderr
+    doc = json.loads((tmp_path / "out" / "hotvideo.json").read_text())
+    assert doc["run"] == "quick" and doc["machine"]
+    ran = [r["target"] for r in doc["results"]]
+    skipped = [line.split()[0] for line in doc["skipped"]]  # haproxy or redis-server not installed: one line each
+    assert sorted(ran + skipped) == ["haproxy-2", "one-process", "workers-2"], doc["skipped"]
+    spread: dict[str, dict[str, int]] = {}
+    for result in doc["results"]:
+        assert result["error"] is None, result
+        assert [s["rate"] for s in result["steps"]] == [50.0, 500.0]
+        assert all(s["missing"] == 0 and s["lost_connections"] == 0 for s in result["steps"]), result["steps"]
+        spread[result["target"]] = result["spread"]
+        assert sum(result["spread"].values()) == 200
+    if "workers-2" in spread:  # each worker's X-Served-By names it
+        assert sorted(name.rsplit("/", 1)[1] for name in spread["workers-2"]) == ["w1", "w2"]
+    md = (tmp_path / "out" / "hotvideo.md").read_text()
+    assert md.startswith("# Hot video") and "Run: quick" in md and "## Decision" in md
+    for target in ran:
+        assert f"| {target} | " in md
+    assert (tmp_path / "out" / "hotvideo.png").stat().st_size > 0
+    assert "wrote" in out
+
+
+@pytest.mark.parametrize("command", ["strategies", "fanout", "hotvideo", "write", "history", "all"])
 def test_missing_bench_extra_is_named_in_one_line(tmp_path: Path, command: str) -> None:
     proc = subprocess.run([sys.executable, "-c", BLOCK_NUMPY, "bench", command, "--quick"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)

@@ -4,7 +4,9 @@ It never parses SSE: it counts `event: comment` in the byte stream (the bound th
 benchmark needs is "every viewer got every comment"), and only a sample of viewers
 parses the send timestamps the comment text carries (`@<µs since epoch>@`) for the
 post -> viewer latency. It reports its own CPU per step so a saturated client is
-flagged rather than reported as the server's limit. One JSON object per line on stdout.
+flagged rather than reported as the server's limit. Each viewer reads the X-Served-By header of
+its response once, so the report can say how the viewers spread over several server processes.
+One JSON object per line on stdout.
 
     python -m livecomments.benchmarks.fanout.loadgen --port P --pid SERVER_PID --viewers 1000 --rates 10,20
 """
@@ -18,6 +20,7 @@ import os
 import re
 import sys
 import time
+from collections import Counter
 from typing import cast
 
 import uvloop
@@ -27,6 +30,8 @@ from livecomments.benchmarks.common import cpu_seconds, raise_nofile, rss_bytes
 PATTERN = b"event: comment"
 TAIL = len(PATTERN) - 1
 STAMP = re.compile(rb"@(\d{16})@")
+SERVED_BY = re.compile(rb"\r\nx-served-by: *([^\r]*)\r\n", re.I)
+HEAD_END = b"\r\n\r\n"
 SAMPLES = 20  # viewers that parse timestamps; the rest only count
 POSTERS = (
     32  # keep-alive connections posting comments, one request in flight each (group commit likes company)
@@ -34,12 +39,14 @@ POSTERS = (
 
 
 class Viewer(asyncio.Protocol):
-    __slots__ = ("gen", "request", "frames", "tail", "started", "sample", "pending", "transport")
+    __slots__ = ("gen", "request", "frames", "tail", "started", "sample", "pending", "transport", "head", "served_by")
 
     def __init__(self, gen: LoadGen, request: bytes, sample: bool) -> None:
         self.gen, self.request, self.sample = gen, request, sample
         self.frames, self.tail, self.started, self.pending = 0, b"", False, b""
         self.transport: asyncio.BaseTransport | None = None
+        self.head: bytes | None = b""  # the response head until it is complete, then None
+        self.served_by = "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -51,6 +58,8 @@ class Viewer(asyncio.Protocol):
         self.tail = data[-TAIL:] if len(data) >= TAIL else (self.tail + data)[-TAIL:]
         self.frames += n
         self.gen.frames += n
+        if self.head is not None:  # once per viewer: the head usually arrives whole, in the first read
+            self.read_head(data)
         if not self.started:
             self.started = True
             self.gen.on_started()
@@ -60,6 +69,18 @@ class Viewer(asyncio.Protocol):
             self.pending = buf[cut:]
             now = time.time_ns() // 1000
             self.gen.latencies.extend((int(t), now - int(t)) for t in STAMP.findall(buf, 0, cut))
+
+    def read_head(self, data: bytes) -> None:
+        assert self.head is not None
+        head = self.head + data
+        end = head.find(HEAD_END)
+        if end < 0:
+            self.head = head[-4096:]
+            return
+        self.head = None
+        match = SERVED_BY.search(head, 0, end + 2)
+        if match:
+            self.served_by = match.group(1).decode(errors="replace").strip()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gen.lost += 1
@@ -204,9 +225,10 @@ async def step(
     gen.latencies.clear()
     gen.issued, start = 0, time.monotonic()
     await gen.post_at(rate, start, warmup)
-    ws, wf, wcpu, wlg, wposted = time.time(), gen.frames, sum(map(cpu_seconds, gen.pids)), os.times(), gen.posted
+    ws, wf, wcpus, wlg, wposted = time.time(), gen.frames, list(map(cpu_seconds, gen.pids)), os.times(), gen.posted
     await gen.post_at(rate, start, warmup + duration)
-    we, ef, ecpu, elg, eposted = time.time(), gen.frames, sum(map(cpu_seconds, gen.pids)), os.times(), gen.posted
+    we, ef, ecpus, elg, eposted = time.time(), gen.frames, list(map(cpu_seconds, gen.pids)), os.times(), gen.posted
+    wcpu, ecpu = sum(wcpus), sum(ecpus)
     backlog = gen.due
     gen.due = 0
     deadline = time.monotonic() + drain
@@ -235,6 +257,7 @@ async def step(
         "expected_per_s": round(rate * viewers),
         "server_cpu_s": round(ecpu - wcpu, 3),
         "server_cpu_frac": round((ecpu - wcpu) / window, 3),
+        "cpu_s_by_pid": {str(pid): round(e - w, 3) for pid, w, e in zip(gen.pids, wcpus, ecpus, strict=True)},
         "cpu_us_per_delivery": round((ecpu - wcpu) / delivered * 1e6, 3) if delivered else None,
         "p50_ms": p(0.5),
         "p99_ms": p(0.99),
@@ -292,6 +315,7 @@ async def run(args: argparse.Namespace) -> None:
         rss_idle=rss1,
         connect_s=round(connect_s, 2),
         bytes_per_viewer=round((rss1 - rss0) / args.viewers),
+        served_by=dict(Counter(v.served_by for v in gen.viewers)),
     )
     # Fresh posters: servers close keep-alive connections left idle while viewers connected.
     for poster in gen.posters:

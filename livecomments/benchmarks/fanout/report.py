@@ -52,29 +52,30 @@ def ratio(results: list[dict[str, Any]], mine: str, other: str, viewers: int) ->
     }
 
 
+def summary_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A target's best sustained step and what stopped it."""
+    b, mem = best(r), r["memory"] or {}
+    return {
+        "target": r["target"],
+        "viewers": r["viewers"],
+        "max_deliveries_per_s": b["deliveries_per_s"] if b else None,
+        "at_rate": b["rate"] if b else None,
+        "p50_ms": b["p50_ms"] if b else None,
+        "p99_ms": b["p99_ms"] if b else None,
+        "cpu_us_per_delivery": b["cpu_us_per_delivery"] if b else None,
+        "bytes_per_idle_viewer": mem.get("bytes_per_viewer"),
+        "stopped": stop_reason(r),
+        "loadgen_saturated": any(s["loadgen_saturated"] for s in r["steps"]),
+    }
+
+
 def build(
     results: list[dict[str, Any]],
     args: Settings,
     cores: tuple[int | None, int | None],
     seconds: float,
 ) -> dict[str, Any]:
-    summary = []
-    for r in results:
-        b, mem = best(r), r["memory"] or {}
-        summary.append(
-            {
-                "target": r["target"],
-                "viewers": r["viewers"],
-                "max_deliveries_per_s": b["deliveries_per_s"] if b else None,
-                "at_rate": b["rate"] if b else None,
-                "p50_ms": b["p50_ms"] if b else None,
-                "p99_ms": b["p99_ms"] if b else None,
-                "cpu_us_per_delivery": b["cpu_us_per_delivery"] if b else None,
-                "bytes_per_idle_viewer": mem.get("bytes_per_viewer"),
-                "stopped": stop_reason(r),
-                "loadgen_saturated": any(s["loadgen_saturated"] for s in r["steps"]),
-            }
-        )
+    summary = [summary_row(r) for r in results]
     ratios = []
     for viewers in args.viewers:
         for mine in ("livecomments-immediate", "livecomments-batch20", "livecomments-adaptive"):
@@ -106,8 +107,26 @@ def build(
     }
 
 
-def _f(value: Any, fmt: str = "{:,.0f}") -> str:
+def num(value: Any, fmt: str = "{:,.0f}") -> str:
     return "–" if value is None else fmt.format(value)
+
+
+def steps_table(results: list[dict[str, Any]]) -> list[str]:
+    """Every step of every target, as markdown lines."""
+    out = [
+        "| target | viewers | comments/s | deliveries/s | p50 ms | p99 ms | server CPU | "
+        "µs/delivery | loadgen CPU | result |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        for s in r["steps"]:
+            out.append(
+                f"| {r['target']} | {r['viewers']:,} | {s['rate']:g} | {s['deliveries_per_s']:,} | "
+                f"{num(s['p50_ms'], '{:.1f}')} | {num(s['p99_ms'], '{:.1f}')} | {s['server_cpu_frac']:.0%} | "
+                f"{num(s['cpu_us_per_delivery'], '{:.2f}')} | {s['loadgen_cpu_frac']:.0%}"
+                f"{' (saturated)' if s['loadgen_saturated'] else ''} | {s['failed'] or 'ok'} |"
+            )
+    return out
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -122,10 +141,10 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     for s in doc["summary"]:
         out.append(
-            f"| {s['target']} | {s['viewers']:,} | {_f(s['max_deliveries_per_s'])} | "
-            f"{_f(s['at_rate'], '{:g}')} | "
-            f"{_f(s['p50_ms'], '{:.1f}')} | {_f(s['p99_ms'], '{:.1f}')} | "
-            f"{_f(s['cpu_us_per_delivery'], '{:.2f}')} | {_f(s['bytes_per_idle_viewer'])} | {s['stopped']} |"
+            f"| {s['target']} | {s['viewers']:,} | {num(s['max_deliveries_per_s'])} | "
+            f"{num(s['at_rate'], '{:g}')} | "
+            f"{num(s['p50_ms'], '{:.1f}')} | {num(s['p99_ms'], '{:.1f}')} | "
+            f"{num(s['cpu_us_per_delivery'], '{:.2f}')} | {num(s['bytes_per_idle_viewer'])} | {s['stopped']} |"
         )
     out += [
         "\n## livecomments CPU per delivery as a ratio (same viewers, highest rate both sustained)\n",
@@ -137,20 +156,7 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {r['livecomments']} | {r['vs']} | {r['viewers']:,} | {r['rate']:g} | {r['mine_us']:.2f} | "
             f"{r['other_us']:.2f} | {r['ratio']:.2f}× |"
         )
-    out += [
-        "\n## Every step\n",
-        "| target | viewers | comments/s | deliveries/s | p50 ms | p99 ms | server CPU | "
-        "µs/delivery | loadgen CPU | result |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in doc["results"]:
-        for s in r["steps"]:
-            out.append(
-                f"| {r['target']} | {r['viewers']:,} | {s['rate']:g} | {s['deliveries_per_s']:,} | "
-                f"{_f(s['p50_ms'], '{:.1f}')} | {_f(s['p99_ms'], '{:.1f}')} | {s['server_cpu_frac']:.0%} | "
-                f"{_f(s['cpu_us_per_delivery'], '{:.2f}')} | {s['loadgen_cpu_frac']:.0%}"
-                f"{' (saturated)' if s['loadgen_saturated'] else ''} | {s['failed'] or 'ok'} |"
-            )
+    out += ["\n## Every step\n", *steps_table(doc["results"])]
     return "\n".join(out) + "\n"
 
 
@@ -167,7 +173,6 @@ def chart(doc: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     counts = sorted({r["viewers"] for r in doc["results"]})
     targets = list(dict.fromkeys(r["target"] for r in doc["results"]))
@@ -185,11 +190,7 @@ def chart(doc: dict[str, Any], path: Path) -> None:
         bottom.set(xscale="log", yscale="log", xlabel="comments/s", ylabel="p99 post→viewer (ms)")
         bottom.axhline(200, color="grey", linewidth=0.8)
         for ax in (top, bottom):
-            ax.grid(True, which="both", alpha=0.3)
-            # 1-2-5 steps in plain numbers: matplotlib's default minor labels overlapped at 10,000 viewers
-            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
+            plain_log_x(ax)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8, bbox_to_anchor=(0.5, 0.95))
     fig.suptitle(f"Fan-out: one realtime process, one hot video ({doc['run']} run)")
@@ -198,6 +199,17 @@ def chart(doc: dict[str, Any], path: Path) -> None:
     fig.tight_layout(rect=(0, 0.07, 1, 0.92))
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plain_log_x(ax: Any, fmt: str = "{:g}") -> None:
+    """A grid and a log x axis labelled in 1-2-5 steps, in plain numbers: matplotlib's default minor
+    labels overlapped at 10,000 viewers."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.grid(True, which="both", alpha=0.3)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt.format(x)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def progress_line(r: dict[str, Any]) -> str:

@@ -38,9 +38,10 @@ class Settings:
     skipped: list[str] = field(default_factory=list)  # one line per target left out, for the report
 
 
-def rates_for(settings: Settings, viewers: int) -> list[float]:
+def rates_for(settings: Settings, viewers: int, deliveries: list[int] = DEFAULT_DELIVERIES) -> list[float]:
+    """settings.rates, else comments/s offering each of `deliveries` per second to `viewers`."""
     # At least 2 comments/s: a slower rate leaves a 1 s window without a post to time.
-    return settings.rates or sorted({max(2.0, round(d / viewers, 2)) for d in DEFAULT_DELIVERIES})
+    return settings.rates or sorted({max(2.0, round(d / viewers, 2)) for d in deliveries})
 
 
 def run_target(
@@ -52,6 +53,7 @@ def run_target(
     except (RuntimeError, TimeoutError, OSError) as e:  # a row that says so; the other targets still run
         result["error"] = f"did not start: {e}"
         return result
+    result["processes"] = {str(pid): label for pid, label in server.labels.items()}  # steps' cpu_s_by_pid
     try:
         argv = [sys.executable, "-m", "livecomments.benchmarks.fanout.loadgen", "--port", str(server.port),
                 "--viewers", str(viewers), "--rates", ",".join(str(r) for r in rates),
@@ -88,12 +90,17 @@ def drop_missing_peer(settings: Settings) -> None:
         )
 
 
+def cores_for(settings: Settings) -> tuple[int | None, int | None]:
+    """(server core, load generator core): 0 and 1 when pinning and there are two cores, else unpinned."""
+    return (0, 1) if (os.cpu_count() or 1) >= 2 and settings.pin else (None, None)
+
+
 def run(settings: Settings, echo: Callable[[str], None] = print) -> dict[str, Any]:
     raise_nofile()
     drop_missing_peer(settings)
     for note in settings.skipped:
         echo(note)
-    cores: tuple[int | None, int | None] = (0, 1) if (os.cpu_count() or 1) >= 2 and settings.pin else (None, None)
+    cores = cores_for(settings)
     started = time.time()
     results = []
     for viewers in settings.viewers:
