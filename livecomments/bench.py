@@ -7,6 +7,7 @@ runs tiny sizes into a git-ignored scratch folder, so a smoke run never replaces
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -37,10 +38,13 @@ def _quick_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group()
 def bench() -> None:
-    """Measure strategies, fan-out, a hot video, writes and history paging; `bench all --quick` is the smoke suite."""
+    """Measure strategies, fan-out, a hot video, writes, history paging, the cost of identity, attacks;
+    `bench all --quick` is the smoke suite."""
     missing = [name for name in BENCH_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         raise click.ClickException(f"{MISSING_EXTRA} ({', '.join(missing)} not installed)")
+    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C: every `finally` stops the servers it started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @bench.command()
@@ -174,8 +178,8 @@ def fanout(viewers: str, rates: str | None, duration: float, warmup: float, targ
 @click.option("--duration", default=2.0, show_default=True, help="measured seconds per step")
 @click.option("--warmup", default=0.3, show_default=True, help="seconds at each rate before measuring")
 @click.option("--targets", default=None,
-              help="one-process, one-process-adaptive, workers-2, haproxy-2 (comma-separated) [default: all; "
-              "quick: all but one-process-adaptive; a target is skipped where its open files would not fit]")
+              help="one-process, one-process-adaptive, floor, workers-2, haproxy-2 (comma-separated) [default: all; "
+              "quick: one-process, workers-2, haproxy-2; a target is skipped where its open files would not fit]")
 @click.option("--pin/--no-pin", default=True, show_default=True,
               help="every server-side process on core 0, load generator on core 1")
 @_quick_option
@@ -200,12 +204,44 @@ def hotvideo(viewers: str, rates: str | None, duration: float, warmup: float, ta
     hv.run_all(settings, click.echo)
 
 
+@bench.command()
+@_quick_option
+@_out_option
+def attacks(quick: bool, out: Path | None) -> None:
+    """One process attacked as an anonymous client would (idle, trickled and oversized connections,
+    unsigned pushes, a stream flood) while a legitimate client checks it is still answered."""
+    from livecomments.benchmarks import attacks as ab
+    from livecomments.benchmarks.common import out_dir
+
+    text, all_closed = ab.write_report(_run(ab.run(quick)), out_dir(quick, out), quick)
+    click.echo(text)
+    if not all_closed:
+        raise click.ClickException("the server left some attack sockets open: see the table")
+
+
+@bench.command("auth-cost")
+@click.option("--posts", default=4000, show_default=True, help="posts per configuration per round")
+@click.option("--rounds", default=3, show_default=True, help="rounds, interleaving the configurations")
+@click.option("--concurrency", default=16, show_default=True, help="posts in flight")
+@_quick_option
+@_out_option
+def auth_cost(posts: int, rounds: int, concurrency: int, quick: bool, out: Path | None) -> None:
+    """Server CPU per post with and without tokens and rate limits (in-process and Redis)."""
+    from livecomments.benchmarks import auth_cost as ac
+    from livecomments.benchmarks.common import out_dir
+
+    if quick:
+        posts, rounds = 200, 1
+    setups = ac.measure_all(posts, rounds, concurrency)
+    click.echo(ac.write_report(setups, posts, rounds, concurrency, out_dir(quick, out), quick))
+
+
 @bench.command("all")
 @_quick_option
 @_out_option
 @click.pass_context
 def all_benchmarks(ctx: click.Context, quick: bool, out: Path | None) -> None:
     """Every benchmark in turn (`make bench` runs it with --quick: a few minutes)."""
-    for command in (strategies, fanout, hotvideo, write, history):
+    for command in (strategies, fanout, hotvideo, write, history, auth_cost, attacks):
         click.echo(f"== livecomments bench {command.name}{' --quick' if quick else ''}", err=True)
         ctx.invoke(command, quick=quick, out=out)  # click fills in the command's other defaults

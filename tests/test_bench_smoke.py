@@ -128,7 +128,24 @@ def test_hotvideo_quick_compares_every_arrangement(tmp_path: Path) -> None:
     assert "wrote" in out
 
 
-@pytest.mark.parametrize("command", ["strategies", "fanout", "hotvideo", "write", "history", "all"])
+def test_attacks_quick_reports_every_attack_socket_closed(tmp_path: Path) -> None:
+    out = ok(bench(tmp_path, "attacks", "--quick", "--out", str(tmp_path / "out"), timeout=180))
+    md = (tmp_path / "out" / "attacks.md").read_text()
+    assert "Run: quick" in md and "attacks with sockets left open: none" in md, md
+    for attack in ("idle sockets", "trickled headers", "trickled bodies", "unsigned 4 MB pushes"):
+        assert f"| {attack} |" in md, md
+    assert "wrote" in out
+
+
+def test_auth_cost_quick_prices_every_configuration(tmp_path: Path) -> None:
+    out = ok(bench(tmp_path, "auth-cost", "--quick", "--out", str(tmp_path / "out")))
+    md = (tmp_path / "out" / "auth_cost.md").read_text()
+    assert "Run: quick" in md and "µs/post" in md and "one HS256 verification" in md, md
+    assert "wrote" in out
+
+
+@pytest.mark.parametrize("command", ["strategies", "fanout", "hotvideo", "write", "history", "auth-cost", "attacks",
+                                     "all"])
 def test_missing_bench_extra_is_named_in_one_line(tmp_path: Path, command: str) -> None:
     proc = subprocess.run([sys.executable, "-c", BLOCK_NUMPY, "bench", command, "--quick"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)

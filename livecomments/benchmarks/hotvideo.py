@@ -34,10 +34,11 @@ TARGETS = list(servers.HOTVIDEO)
 QUICK_TARGETS = ["one-process", "workers-2", "haproxy-2"]
 BASE = "one-process"
 SEVERAL = ("workers-2", "haproxy-2")  # two processes per machine, each compared with BASE
-ONE = ("one-process", "one-process-adaptive")
+ONE = ("one-process", "one-process-adaptive", "floor")
 EXPLAIN = {
     "one-process": "one `both` process, memory broker, 20 ms batches",
     "one-process-adaptive": "the same with adaptive batching (the default: batches only hot videos)",
+    "floor": "the bare uvloop fan-out (no HTTP framework, no storage) with the same 20 ms ticks: this machine's limit",
     "workers-2": "`serve --workers 2`: a supervisor and 2 workers on one port (SO_REUSEPORT), redis broker",
     "haproxy-2": "2 `both` processes behind HAProxy (lb-config, policy bounded, factor 1.25), redis broker",
 }

@@ -302,12 +302,12 @@ async def run(args: argparse.Namespace) -> None:
     gen.viewers.clear()
     await asyncio.sleep(0.5)
     gen.lost = 0
-    rss0 = rss_bytes(args.pid[0])
+    rss0 = sum(map(rss_bytes, args.pid))  # every server-side process: workers hold a share of the viewers each
     t = time.monotonic()
     await gen.connect(args.viewers, max(1, args.viewers // SAMPLES))
     connect_s = time.monotonic() - t
     await asyncio.sleep(1.0)
-    rss1 = rss_bytes(args.pid[0])
+    rss1 = sum(map(rss_bytes, args.pid))
     emit(
         kind="memory",
         viewers=args.viewers,
