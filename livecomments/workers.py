@@ -61,10 +61,10 @@ class _Worker:
 class _Hosted:
     """A worker as app.serve sees it (app.Worker): its socket, its metrics, its readiness report.
 
-    Each worker also serves its own /metrics on an abstract Unix socket (Linux: no file to clean up
-    when the supervisor is killed) named after the supervisor's pid, so
-    /metrics on the shared port, whichever worker the kernel hands it to, answers for all of them
-    with a `worker` label on every series (a worker being restarted is left out of that scrape)."""
+    Each worker also serves its own /metrics on an abstract Unix socket named after the supervisor's
+    pid (Linux: no file to clean up when the supervisor is killed), so /metrics on the shared port,
+    whichever worker the kernel hands it to, answers for all of them with a `worker` label on every
+    series (a worker being restarted is left out of that scrape)."""
 
     def __init__(self, sock: socket.socket, index: int, count: int, report: Callable[[str], None]) -> None:
         self.sock, self.index, self.count, self.report = sock, index, count, report
