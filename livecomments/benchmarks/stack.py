@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from livecomments.benchmarks.common import Process, cpu_seconds, free_port, parse_metrics
+from livecomments.benchmarks.common import Process, cpu_seconds, parse_metrics
 from livecomments.workload import BALANCE_FACTOR, POLICIES, Workload
 
 SECRET = "bench-cluster-secret"
@@ -101,24 +101,12 @@ class Stack:
         if case.strategy == "dispatcher":
             common += ["--registry", redis.url, "--cluster-secret", SECRET]
         self._serve("writer", ["--role", "writer", *common, "--port", "0", "--server-id", "writer"])
-        for i in range(self.settings.servers):
-            port = free_port()  # pushes go to a port of its own, which it advertises in the registry
-            self._serve(
-                f"rt{i}",
-                [
-                    "--role",
-                    "realtime",
-                    *common,
-                    "--port",
-                    str(port),
-                    "--server-id",
-                    f"rt{i}",
-                ],
-            )
-            self.realtime.append(f"127.0.0.1:{port}")
+        for i in range(self.settings.servers):  # --port 0: a port picked beforehand can be taken meanwhile
+            self._serve(f"rt{i}", ["--role", "realtime", *common, "--port", "0", "--server-id", f"rt{i}"])
         for proc in self.procs.values():  # all spawned first: they import in parallel
             if proc is not redis:
                 proc.listening()
+        self.realtime = [self.procs[f"rt{i}"].url.removeprefix("http://") for i in range(self.settings.servers)]
         self.writer_url = self.procs["writer"].url
 
     def _serve(self, name: str, args: list[str]) -> Process:
