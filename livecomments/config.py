@@ -26,6 +26,15 @@ _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
 _QUERY_SECRET = re.compile(r"((?:password|secret|token)=)[^&]*", re.IGNORECASE)
 
 
+# Options that must be > 0, and those that must be >= 0 (with what 0 means, where it means something).
+POSITIVE = ("max_text", "max_author", "page_limit", "viewer_buffer", "backlog_limit", "batch_hot", "header_timeout",
+            "body_timeout", "keepalive_timeout", "send_timeout", "max_streams", "ping_interval", "repair_interval",
+            "viewers_interval", "registry_ttl", "max_pending_posts", "retention_interval")
+NON_NEGATIVE = {"partitions": "one channel per video", "max_body": "derived", "max_connections": "no cap",
+                "max_connections_per_address": "no cap", "max_streams_per_address": "no cap", "batch_ms": "immediate",
+                "retention_comments": "keep all", "retention_days": "keep all"}
+
+
 def opt(default: Any, help_text: str) -> Any:
     return field(default=default, metadata={"help": help_text})
 
@@ -184,45 +193,17 @@ class Config:
         elif self.role != "both" and self.broker_is_memory:
             raise ConfigError(f"role {self.role} cannot reach other processes over the in-memory broker: use --broker redis://HOST:PORT/DB")
         self._validate_workers()
-        if self.partitions < 0:
-            raise ConfigError("partitions must be >= 0")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
-        for name in ("max_text", "max_author", "page_limit", "viewer_buffer", "backlog_limit", "batch_hot"):
+        for name in POSITIVE:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
-        for name in ("max_body", "max_connections", "max_connections_per_address"):
+        for name, zero_means in NON_NEGATIVE.items():
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0")
+                raise ConfigError(f"{name} must be >= 0" + (f" (0 = {zero_means})" if zero_means else ""))
         if 0 < self.max_body < self.derived_body_limit:
             raise ConfigError(f"max_body {self.max_body} is below the largest valid comment ({self.derived_body_limit} bytes): "
                               "use 0 to derive it")
-        for name in ("header_timeout", "body_timeout", "keepalive_timeout"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0")
-        if self.send_timeout <= 0:
-            raise ConfigError("send_timeout must be > 0")
-        if self.max_streams <= 0:
-            raise ConfigError("max_streams must be > 0")
-        if self.max_streams_per_address < 0:
-            raise ConfigError("max_streams_per_address must be >= 0 (0 = no cap)")
-        if self.ping_interval <= 0:
-            raise ConfigError("ping_interval must be > 0")
-        if self.repair_interval <= 0:
-            raise ConfigError("repair_interval must be > 0")
-        if self.viewers_interval <= 0:
-            raise ConfigError("viewers_interval must be > 0")
-        if self.registry_ttl <= 0:
-            raise ConfigError("registry_ttl must be > 0")
-        if self.batch_ms < 0:
-            raise ConfigError("batch_ms must be >= 0")
-        if self.max_pending_posts <= 0:
-            raise ConfigError("max_pending_posts must be > 0")
-        for name in ("retention_comments", "retention_days"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0 (0 = keep all)")
-        if self.retention_interval <= 0:
-            raise ConfigError("retention_interval must be > 0")
         self._validate_identity()
         _require_driver("storage", self.storage)
         _require_driver(*(("registry", self.registry) if self.strategy == "dispatcher" else ("broker", self.broker)))
