@@ -130,7 +130,6 @@ class Hub(Repairs):
         except BaseException:
             self.leave(viewer)
             raise
-        self.counts.greet(viewer, state)
         return state.last_seq
 
     def leave(self, viewer: Viewer) -> None:

@@ -18,7 +18,7 @@ from livecomments.hub import Hub
 from livecomments.model import parse_seq, parse_video_id
 from livecomments.storage.base import Storage
 from livecomments.storage.errors import StorageError
-from livecomments.viewer import NOT_LIVE, Viewer
+from livecomments.viewer import Viewer
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         return resp
     _release(request)
     viewer.go_live(last_sent)
+    hub.counts.greet(viewer)
     return resp
 
 
@@ -190,10 +191,9 @@ async def _catch_up(send: _Sender, storage: Storage, hub: Hub, viewer: Viewer, h
             if not await send([frame[1] for frame in frames]):
                 return last
             last = frames[-1][0]
-        # Done at a short page, or once the live frames held meanwhile join on (the viewer
-        # count greeting among them has no seq: NOT_LIVE).
-        first_live = next((seq for seq, _ in viewer.held or () if seq != NOT_LIVE), None)
-        if len(frames) < hub.backlog_limit or (first_live is not None and first_live <= last + 1):
+        # Done at a short page, or once the live frames held meanwhile join on.
+        held = viewer.held
+        if len(frames) < hub.backlog_limit or (held and held[0][0] <= last + 1):
             return last
 
 

@@ -94,11 +94,14 @@ class ViewerCounts:
     def watches(self, video_id: str) -> bool:
         return video_id in self._videos
 
-    def greet(self, viewer: Viewer, state: VideoState) -> None:
-        """A newcomer learns the count at once (with its live frames, after its backlog). The
+    def greet(self, viewer: Viewer) -> None:
+        """A newcomer learns the count as it goes live (after its backlog and held frames). The
         others learn of the change on the next tick; a lone viewer is the only one to tell."""
+        state = self._videos.get(viewer.video_id)
+        if state is None or viewer.dropped is not None:
+            return
         total = self.total(viewer.video_id)
-        viewer.offer([(NOT_LIVE, sse.viewers_frame(viewer.video_id, total))])  # NOT_LIVE passes every seq filter
+        viewer.send(sse.viewers_frame(viewer.video_id, total))
         if len(state.viewers) == 1:
             state.viewers_shown = total
 
@@ -146,7 +149,5 @@ class ViewerCounts:
             plain = sse.viewers_frame(video_id, total)
             chunked = sse.chunk(plain)
             for viewer in state.viewers:
-                if viewer.after != NOT_LIVE:  # live: straight to its transport
+                if viewer.after != NOT_LIVE:  # live; one still joining is greeted with the total as it goes live
                     viewer.write(chunked if viewer.chunked else plain)
-                else:  # joining: held with its live frames (NOT_LIVE passes every seq filter)
-                    viewer.offer([(NOT_LIVE, plain)])
