@@ -169,8 +169,8 @@ class Hub(Repairs):
 
     async def _serve(self, video_id: str, state: VideoState) -> None:
         """Watch, know the head, then wait for a change. A failed watch is retried at the
-        head check's pace (which polls the video meanwhile), once the strategy is ready
-        again: a dead broker is not asked once per video per interval. The first attempt
+        head check's pace (which polls the video meanwhile: Repairs._on_tick wakes it), once the
+        strategy is ready again: a dead broker is not asked once per video per interval. The first attempt
         is made anyway, since a broker still connecting (a process just started) answers it."""
         if not state.watched and (self._strategy.ready or state.last_seq is None):
             try:
@@ -192,9 +192,7 @@ class Hub(Repairs):
                 state.last_seq = head
                 state.head.set_result(None)
                 self._drain(video_id, state)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(None if state.watched else self._repair_interval):
-                await state.wake.wait()
+        await state.wake.wait()  # a join, a leave, resync(), or the head check retrying a failed watch
 
     async def _unwatch(self, video_id: str, state: VideoState) -> None:
         """A failed unwatch (registry unreachable) is retried, never left behind: a stale

@@ -61,6 +61,10 @@ class Repairs:
     def _on_tick(self) -> None:
         self._tick += 1
         self._checker = asyncio.get_running_loop().call_later(self._repair_interval, self._on_tick)
+        if self._strategy.ready:  # a watch that failed is tried again: one timer for all, not one per video
+            for state in self._videos.values():
+                if not state.watched and state.viewers:
+                    state.wake.set()
         if self._check is None:  # one batched read at a time: a slow storage is not piled on
             due = self._due()
             if due:
