@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import time
 
-import orjson
 from aiohttp import web
 
 from livecomments.app_keys import CONFIG, METRICS, SERVER_ID
-from livecomments.errors import CLIENT_GONE, Handler
+from livecomments.errors import CLIENT_GONE, ERROR_CODE, Handler
 from livecomments.logs import ACCESS_LOGGER
 from livecomments.metrics import METHODS, REJECTION_CODES, Metrics
 
@@ -29,11 +28,7 @@ def _route(request: web.Request) -> str:
 
 
 def _rejection_code(response: web.StreamResponse) -> str:
-    body = response.body if isinstance(response, web.Response) else None
-    try:
-        code = orjson.loads(body)["error"]["code"] if isinstance(body, bytes) else None
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        code = None
+    code = response.get(ERROR_CODE)
     return code if code in REJECTION_CODES else "other"
 
 
@@ -52,10 +47,14 @@ def _observe(request: web.Request, status: int, started: float, metrics: Metrics
 
 
 def _server_id(request: web.Request, response: web.StreamResponse | None) -> str:
-    """The X-Served-By name: already on a live stream's headers (its transport is gone by
-    now), else --server-id, else the address the request came in on."""
+    """The X-Served-By name: already on a live stream's headers (its transport is gone by now)."""
     if response is not None and "X-Served-By" in response.headers:
         return response.headers["X-Served-By"]
+    return served_by(request)
+
+
+def served_by(request: web.Request) -> str:
+    """--server-id, else the address the request came in on."""
     if request.app[SERVER_ID] or request.transport is None:
         return request.app[SERVER_ID]
     host, port = request.transport.get_extra_info("sockname")[:2]

@@ -95,10 +95,6 @@ class StreamGate:
             return f"{address} holds its maximum of {self.counts.max_per_address} streams"
         return None
 
-    def release(self, address: str | None) -> None:
-        """Uncount a stream admitted from address."""
-        self.counts.release(address)
-
     def leave(self, viewer: Viewer) -> None:
         self._hub_leave(viewer)
         self.counts.release(viewer.address)

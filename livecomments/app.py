@@ -13,7 +13,7 @@ from typing import Protocol
 from aiohttp import web
 
 from livecomments import cors, demo_routes, internal, realtime, videos, writer
-from livecomments.access import observe_middleware
+from livecomments.access import observe_middleware, served_by
 from livecomments.app_keys import CONFIG, HUB, METRICS, METRICS_GATHER, SERVER_ID, STORAGE, STRATEGY
 from livecomments.auth import AUTHENTICATOR, Authenticator, identity_middleware, load_verifier
 from livecomments.clientaddr import TRUSTED_PROXIES, parse_networks
@@ -133,11 +133,7 @@ async def close_streams(app: web.Application) -> None:
 
 
 async def add_served_by(request: web.Request, response: web.StreamResponse) -> None:
-    server_id = request.app[SERVER_ID]
-    if not server_id and request.transport is not None:
-        host, port = request.transport.get_extra_info("sockname")[:2]
-        server_id = f"{host}:{port}"
-    response.headers["X-Served-By"] = server_id
+    response.headers["X-Served-By"] = served_by(request)
 
 
 async def healthz(request: web.Request) -> web.Response:

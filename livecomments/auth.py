@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from livecomments.app_keys import CONFIG
-from livecomments.errors import ApiError, Handler, error_response
+from livecomments.errors import ApiError, Handler
 
 VERIFIED_CACHE_SIZE = 10_000  # tokens remembered as verified (~3 MB); the least recently used go first
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key is at least as long as the hash (256 bits)
@@ -36,15 +36,7 @@ class TokenKeyError(ValueError):
     """The configured key cannot verify tokens; the message is one line for the user."""
 
 
-class HeaderedError(ApiError):
-    """An ApiError whose answer needs headers (WWW-Authenticate, Retry-After); identity_middleware renders it."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str]) -> None:
-        super().__init__(status, code, message)
-        self.headers = headers
-
-
-class Unauthorized(HeaderedError):
+class Unauthorized(ApiError):
     def __init__(self, message: str, *, invalid: bool) -> None:
         # RFC 6750 §3.1: no error attribute when the request carried no token at all.
         challenge = f'{REALM}, error="invalid_token", error_description="{message}"' if invalid else REALM
@@ -203,18 +195,12 @@ def _needs_token(request: web.Request, authenticator: Authenticator | None) -> b
 
 @web.middleware
 async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Sets request[USER] where a token is needed (or 401s), before any handler reads the body.
-    Also renders HeaderedError (401, 429) with its headers: errors.error_middleware has no headers."""
-    try:
-        authenticator = request.app.get(AUTHENTICATOR)
-        if _needs_token(request, authenticator):
-            assert authenticator is not None
-            token = _bearer(request)
-            if token is None:
-                raise Unauthorized("this needs a bearer token: Authorization: Bearer <token>", invalid=False)
-            request[USER] = authenticator.verify(token)
-        return await handler(request)
-    except HeaderedError as e:
-        response = error_response(e.status, e.code, e.message)
-        response.headers.update(e.headers)
-        return response
+    """Sets request[USER] where a token is needed (or 401s), before any handler reads the body."""
+    authenticator = request.app.get(AUTHENTICATOR)
+    if _needs_token(request, authenticator):
+        assert authenticator is not None
+        token = _bearer(request)
+        if token is None:
+            raise Unauthorized("this needs a bearer token: Authorization: Bearer <token>", invalid=False)
+        request[USER] = authenticator.verify(token)
+    return await handler(request)

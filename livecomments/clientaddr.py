@@ -54,10 +54,3 @@ def client_address(request: web.Request) -> str | None:
         if not trusted:
             return hop
     return client
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False

@@ -36,7 +36,7 @@ import click
 
 from livecomments.config import STRATEGIES
 from livecomments.lbconfig import BALANCE_FACTOR, POLICIES, Balancer, render
-from livecomments.procs import SBIN_PATH, RedisServer, RedisUnavailable, die_with_parent
+from livecomments.procs import SBIN_PATH, RedisServer, RedisUnavailable, die_with_parent, free_port
 
 # Debian packages that provide each binary we start.
 PACKAGES = {"nginx": "nginx", "haproxy": "haproxy", "redis-server": "redis-server"}
@@ -56,12 +56,9 @@ def find_binary(name: str) -> str:
 
 
 def _free_port(taken: set[int]) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            return port
+    while (port := free_port()) in taken:
+        pass
+    return port
 
 
 @dataclass

@@ -32,7 +32,8 @@ POSITIVE = ("max_text", "max_author", "page_limit", "viewer_buffer", "backlog_li
             "viewers_interval", "registry_ttl", "max_pending_posts", "retention_interval")
 NON_NEGATIVE = {"partitions": "one channel per video", "max_body": "derived", "max_connections": "no cap",
                 "max_connections_per_address": "no cap", "max_streams_per_address": "no cap", "batch_ms": "immediate",
-                "retention_comments": "keep all", "retention_days": "keep all"}
+                "retention_comments": "keep all", "retention_days": "keep all", "rate_limit_per_s": "no limit",
+                "rate_limit_burst": "no limit"}
 
 
 def opt(default: Any, help_text: str) -> Any:
@@ -238,11 +239,9 @@ class Config:
         if self.serves_writer and not authenticated and not self.open_posting and not _is_loopback(self.host):
             raise ConfigError(f"anyone could post as anyone on {self.host}: set --auth-jwt-secret or "
                               "--auth-jwt-public-key, or pass --open-posting")
-        if self.rate_limit_per_s < 0 or self.rate_limit_burst < 0:
-            raise ConfigError("rate_limit_per_s and rate_limit_burst must be >= 0 (0 = no limit)")
         if self.rate_limit_redis and not self.rate_limit_redis.startswith(("redis://", "rediss://")):
             raise ConfigError(f"rate_limit_redis {mask_url(self.rate_limit_redis)!r}: use redis://HOST:PORT/DB")
-        if self.serves_writer and self.rate_limit_per_s and self.rate_limit_burst and self.rate_limit_url:
+        if self.rate_limits_on and self.rate_limit_url:
             _require_driver("rate limits on", self.rate_limit_url)
         try:
             parse_networks(self.trusted_proxies)
@@ -251,6 +250,11 @@ class Config:
         for origin in self.cors_origins:
             if origin != "*" and (not origin.startswith(("http://", "https://")) or origin.count("/") != 2):
                 raise ConfigError(f"cors_origins: {origin!r} is not an origin like https://example.com[:port]")
+
+    @property
+    def rate_limits_on(self) -> bool:
+        """Whether this process limits posts: it takes them, and neither knob is 0."""
+        return self.serves_writer and bool(self.rate_limit_per_s and self.rate_limit_burst)
 
     @property
     def rate_limit_url(self) -> str:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from livecomments.dashboard_stats import Monitor, Topology
 from livecomments.demo_routes import CSP
+from livecomments.errors import dumps, error_response
 from livecomments.load_cmd import LoadRun, LoadSettings
 
 if TYPE_CHECKING:
@@ -75,18 +76,14 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, dumps=_dumps)
 
 
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 async def page(request: web.Request) -> web.Response:
     name = request.match_info.get("name") or "index.html"
     if name not in FILES:
-        return _error(404, "not_found", f"no {name} here")
+        return error_response(404, "not_found", f"no {name} here")
     body = (resources.files("livecomments") / "dashboard" / name).read_bytes()
     return web.Response(body=body, headers={"Content-Type": f"{FILES[name]}; charset=utf-8",
                                             "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
@@ -95,26 +92,26 @@ async def page(request: web.Request) -> web.Response:
 
 async def state(request: web.Request) -> web.Response:
     body = request.app[MONITOR].state() | {"load": request.app[LOAD].state()}
-    return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "no-store"})
+    return web.json_response(body, dumps=dumps, headers={"Cache-Control": "no-store"})
 
 
 async def start_load(request: web.Request) -> web.Response:
     try:
         settings = LoadSettings.from_json(orjson.loads(await request.read()))
     except orjson.JSONDecodeError:
-        return _error(400, "invalid_json", "the body is not JSON")
+        return error_response(400, "invalid_json", "the body is not JSON")
     except ValueError as e:
-        return _error(400, "invalid_settings", str(e))
+        return error_response(400, "invalid_settings", str(e))
     control = request.app[LOAD]
     if not control.start(settings):
-        return _error(409, "load_running", "a load run is going on: stop it first")
-    return web.json_response({"load": control.state()}, status=202, dumps=_dumps)
+        return error_response(409, "load_running", "a load run is going on: stop it first")
+    return web.json_response({"load": control.state()}, status=202, dumps=dumps)
 
 
 async def stop_load(request: web.Request) -> web.Response:
     control = request.app[LOAD]
     await control.stop()
-    return web.json_response({"load": control.state()}, dumps=_dumps)
+    return web.json_response({"load": control.state()}, dumps=dumps)
 
 
 async def _poller(app: web.Application) -> AsyncIterator[None]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from livecomments.storage.errors import IdempotencyKeyReused, Overloaded, StorageError, StorageUnavailable
@@ -46,15 +48,33 @@ CLIENT_GONE = 499  # nginx's status for "the client closed the connection first"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """A refusal in the JSON error shape; `headers` go with it (WWW-Authenticate, Retry-After)."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
+
+
+def retry_after(wait: float) -> dict[str, str]:
+    """Retry-After in whole seconds (RFC 9110), never 0: 0 invites an instant retry."""
+    return {"Retry-After": str(max(1, math.ceil(wait)))}
+
+
+def dumps(obj: object) -> str:
+    """aiohttp's json_response(dumps=…) with orjson: every JSON reply goes through it."""
+    return orjson.dumps(obj).decode()
+
+
+ERROR_CODE = web.ResponseKey("error_code", str)  # kept on the response too: the metrics need not parse the body
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    response = web.json_response({"error": {"code": code, "message": message}}, status=status, dumps=dumps)
+    response[ERROR_CODE] = code
+    return response
 
 
 # What storage refuses, as (status, code, public message, Retry-After seconds or None).
@@ -79,7 +99,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as e:
-        return error_response(e.status, e.code, e.message)
+        response = error_response(e.status, e.code, e.message)
+        response.headers.update(e.headers)
+        return response
     except StorageError as e:
         if isinstance(e, StorageUnavailable):
             log.warning("%s %s: %s", request.method, request.path, e)

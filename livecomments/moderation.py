@@ -9,7 +9,6 @@ so two writers cannot both accept a user's post within one interval.
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import UTC, datetime
 
@@ -17,9 +16,9 @@ import orjson
 from aiohttp import web
 
 from livecomments.app_keys import STORAGE, STRATEGY
-from livecomments.auth import USER, HeaderedError, Identity, Unauthorized
+from livecomments.auth import USER, Identity, Unauthorized
 from livecomments.clientaddr import client_address
-from livecomments.errors import ApiError
+from livecomments.errors import ApiError, dumps, retry_after
 from livecomments.model import parse_video_id
 from livecomments.storage.base import MAX_SLOW_MODE_S
 from livecomments.storage.errors import NoSuchComment, NotYourComment
@@ -28,11 +27,11 @@ MAX_BAN_S = 10 * 365 * 24 * 3600
 MAX_USER = 256  # a token's sub as the ban names it
 
 
-class SlowMode(HeaderedError):
+class SlowMode(ApiError):
     def __init__(self, wait: float, interval: int) -> None:
-        retry_after = max(1, math.ceil(wait))  # whole seconds (RFC 9110), never 0
-        super().__init__(429, "slow_mode", f"slow mode: one comment per {interval} s here; retry in {retry_after} s",
-                         {"Retry-After": str(retry_after)})
+        headers = retry_after(wait)
+        super().__init__(429, "slow_mode",
+                         f"slow mode: one comment per {interval} s here; retry in {headers['Retry-After']} s", headers)
 
 
 async def check_post(request: web.Request, video_id: str, idempotency_key: str | None) -> None:
@@ -110,7 +109,7 @@ async def put_settings(request: web.Request) -> web.Response:
     body = await _json_object(request)
     slow_mode_s = _int_field(body, "slow_mode_s", MAX_SLOW_MODE_S)
     await request.app[STORAGE].set_slow_mode(video_id, slow_mode_s)
-    return web.json_response({"video_id": video_id, "slow_mode_s": slow_mode_s}, dumps=_dumps)
+    return web.json_response({"video_id": video_id, "slow_mode_s": slow_mode_s}, dumps=dumps)
 
 
 async def post_ban(request: web.Request) -> web.Response:
@@ -126,11 +125,9 @@ async def post_ban(request: web.Request) -> web.Response:
     await request.app[STORAGE].ban(video_id, user, until if ttl_s else 0.0)
     if not ttl_s:
         return web.Response(status=204)
-    return web.json_response({"video_id": video_id, "user": user, "until": until}, status=201, dumps=_dumps)
+    return web.json_response({"video_id": video_id, "user": user, "until": until}, status=201, dumps=dumps)
 
 
-def _dumps(obj: object) -> str:
-    return orjson.dumps(obj).decode()
 
 
 def add_routes(app: web.Application) -> None:

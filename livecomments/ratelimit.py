@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -20,9 +19,10 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import web
 
 from livecomments.app_keys import CONFIG, METRICS
-from livecomments.auth import USER, HeaderedError
+from livecomments.auth import USER
 from livecomments.clientaddr import client_address
 from livecomments.config import mask_url
+from livecomments.errors import ApiError, retry_after
 from livecomments.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -63,11 +63,10 @@ return {allowed, tostring(wait)}
 """
 
 
-class RateLimited(HeaderedError):
+class RateLimited(ApiError):
     def __init__(self, wait: float) -> None:
-        retry_after = max(1, math.ceil(wait))  # whole seconds (RFC 9110), never 0: 0 invites an instant retry
-        super().__init__(429, "rate_limited", f"too many posts: retry in {retry_after} s",
-                         {"Retry-After": str(retry_after)})
+        headers = retry_after(wait)
+        super().__init__(429, "rate_limited", f"too many posts: retry in {headers['Retry-After']} s", headers)
 
 
 class BucketsUnavailable(Exception):
@@ -160,8 +159,8 @@ class RateLimiter:
             log.warning("rate limits unreachable (%s): posts are %s until they are back", e, outcome)
             self._failing = True
         if not self._fail_open:
-            raise HeaderedError(503, "rate_limit_unavailable", "rate limits cannot be checked now; nothing was stored",
-                                {"Retry-After": "1"})
+            raise ApiError(503, "rate_limit_unavailable", "rate limits cannot be checked now; nothing was stored",
+                           retry_after(1))
 
 
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
@@ -170,7 +169,7 @@ RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 async def rate_limit_ctx(app: web.Application) -> AsyncIterator[None]:
     """The writer's limiter: Redis-backed when a Redis URL is configured, else in-process; none when off."""
     config = app[CONFIG]
-    if not (config.rate_limit_per_s and config.rate_limit_burst):
+    if not config.rate_limits_on:
         yield
         return
     client = None

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
-import orjson
 from aiohttp import web
 
 from livecomments.app_keys import HUB, STORAGE, STRATEGY
+from livecomments.errors import dumps
 from livecomments.model import parse_video_id
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ async def get_video(request: web.Request) -> web.Response:
         "last_seq": last_seq,
         "viewers": await _viewers(request.app, video_id),
         "slow_mode_s": slow_mode_s,
-    }, dumps=lambda obj: orjson.dumps(obj).decode())
+    }, dumps=dumps)
 
 
 async def _viewers(app: web.Application, video_id: str) -> int | None:

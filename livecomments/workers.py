@@ -258,7 +258,7 @@ def _tag_log_records(index: int) -> None:
 def supervise(config: Config) -> None:
     """Run config.workers workers on one port until SIGTERM/SIGINT (`serve --workers N`)."""
     setup_logging(config.log_level, config.log_format)
-    if config.serves_writer and config.rate_limit_per_s and config.rate_limit_burst and not config.rate_limit_url:
+    if config.rate_limits_on and not config.rate_limit_url:
         log.warning("rate limits are counted per worker (up to %d× rate_limit_per_s per user): "
                     "set rate_limit_redis to share them", config.workers)
     supervisor = _Supervisor(config)

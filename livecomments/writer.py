@@ -11,7 +11,7 @@ from multidict import MultiMapping
 from livecomments import cursor, moderation
 from livecomments.app_keys import CONFIG, METRICS, STORAGE, STRATEGY
 from livecomments.auth import USER
-from livecomments.errors import ApiError
+from livecomments.errors import ApiError, dumps
 from livecomments.model import parse_new_comment, parse_video_id
 from livecomments.ratelimit import limit_post
 
@@ -41,7 +41,7 @@ async def post_comment(request: web.Request) -> web.Response:
     comment = await request.app[STORAGE].add(new, key)
     request.app[METRICS].stored.inc()
     await request.app[STRATEGY].publish(comment)  # queued, never waits: realtime repairs what is lost
-    return web.json_response(comment.to_dict(), status=201, dumps=_dumps)
+    return web.json_response(comment.to_dict(), status=201, dumps=dumps)
 
 
 async def get_comments(request: web.Request) -> web.Response:
@@ -63,7 +63,7 @@ async def get_comments(request: web.Request) -> web.Response:
     )
     nxt = cursor.encode(secret, video_id, comments[-1].seq) if len(comments) == limit else None
     body = {"comments": [c.to_dict() for c in comments], "next": nxt}
-    return web.json_response(body, dumps=_dumps)
+    return web.json_response(body, dumps=dumps)
 
 
 def _int_param(query: MultiMapping[str], name: str, default: int, low: int, high: int) -> int:
@@ -75,8 +75,6 @@ def _int_param(query: MultiMapping[str], name: str, default: int, low: int, high
     return int(raw)
 
 
-def _dumps(obj: object) -> str:
-    return orjson.dumps(obj).decode()
 
 
 def add_routes(app: web.Application) -> None:
