@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from livecomments.model import Comment, NewComment
+from livecomments.storage.errors import IdempotencyKeyReused
 
 OnCommit = Callable[[float, int], None]  # (seconds the commit took, posts in its batch)
 MAX_PENDING_POSTS = 4096
@@ -98,6 +99,19 @@ class Storage(Protocol):
 def body_hash(new: NewComment) -> bytes:
     """What an Idempotency-Key remembers of its first comment, to refuse a reuse with another body."""
     return hashlib.sha256(b"%s\0%s" % (new.author.encode(), new.text.encode())).digest()[:16]
+
+
+KEY_REUSED = "this Idempotency-Key was used for another comment"
+
+
+def key_outcome(new: NewComment, stored_body: bytes | None, comment: Comment | None) -> Comment | IdempotencyKeyReused:
+    """What a post gets for an Idempotency-Key used before: the first comment, unless the body differs
+    (NULL: a key kept before bodies were) or that comment was removed (retention, a delete)."""
+    if stored_body is not None and stored_body != body_hash(new):
+        return IdempotencyKeyReused(KEY_REUSED)
+    if comment is None:
+        return IdempotencyKeyReused("the comment first posted with this Idempotency-Key was removed")
+    return comment
 
 
 async def open_storage(url: str, *, group_commit: bool = True, max_pending: int = MAX_PENDING_POSTS) -> Storage:

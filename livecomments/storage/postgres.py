@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from livecomments.model import Comment, NewComment
-from livecomments.storage.base import MAX_PENDING_POSTS, OnCommit, body_hash
+from livecomments.storage.base import KEY_REUSED, MAX_PENDING_POSTS, OnCommit, body_hash, key_outcome
 from livecomments.storage.errors import IdempotencyKeyReused, StorageUnavailable
 from livecomments.storage.group_commit import GroupCommit, Outcome, Post
 from livecomments.storage.log import COLUMNS, LIVE, PREFIXED, row_entry
@@ -115,14 +115,6 @@ async def _schema_is_current(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT value = $1 FROM meta WHERE name = 'schema'", SCHEMA_VERSION))
 
 
-def _key_outcome(new: NewComment, stored_body: bytes | None, comment: Comment | None) -> Outcome:
-    if stored_body is not None and stored_body != body_hash(new):
-        return IdempotencyKeyReused("this Idempotency-Key was used for another comment")
-    if comment is None:
-        return IdempotencyKeyReused("the comment first posted with this Idempotency-Key was removed")
-    return comment
-
-
 class PostgresStorage(PostgresModeration):
     def __init__(self, pool: asyncpg.Pool, cursor_secret: bytes, group_commit: bool, max_pending: int) -> None:
         self._pool = pool
@@ -174,7 +166,10 @@ class PostgresStorage(PostgresModeration):
             else:
                 async with conn.transaction():
                     await self._write_keyed(conn, batch, out)
-        return [o for o in out if o is not None]
+        done = [o for o in out if o is not None]
+        if len(done) != len(batch):  # every post is answered, or the whole batch fails: never a short list
+            raise RuntimeError(f"commit left {len(batch) - len(done)} of {len(batch)} posts unanswered")
+        return done
 
     async def _write_keyed(self, conn: asyncpg.Connection, batch: list[Post], out: list[Outcome | None]) -> None:
         first: dict[tuple[str, str], int] = {}  # (video, key) -> the batch's first post with it
@@ -189,7 +184,7 @@ class PostgresStorage(PostgresModeration):
         if taken:  # used before (or by that other writer): the post gets the first comment
             for r in await conn.fetch(READ_KEYS, [v for v, _ in taken], [k for _, k in taken]):
                 i = first[(r[0], r[1])]
-                out[i] = _key_outcome(batch[i][0], r[2], None if r[3] is None else row_entry(r[3:]))
+                out[i] = key_outcome(batch[i][0], r[2], None if r[3] is None else row_entry(r[3:]))
         fresh = [
             i for i, (new, key) in enumerate(batch) if out[i] is None and (key is None or first[(new.video_id, key)] == i)
         ]
@@ -199,7 +194,7 @@ class PostgresStorage(PostgresModeration):
             if out[i] is None and key is not None:
                 j = first[(new.video_id, key)]
                 same = body_hash(new) == body_hash(batch[j][0])
-                out[i] = out[j] if same else IdempotencyKeyReused("this Idempotency-Key was used for another comment")
+                out[i] = out[j] if same else IdempotencyKeyReused(KEY_REUSED)
 
     async def _write(self, conn: asyncpg.Connection, batch: list[Post], fresh: list[int], out: list[Outcome | None]) -> None:
         """Store the posts at `fresh` (indexes into batch), seq numbered in batch order per video."""

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from livecomments.model import Comment, NewComment
-from livecomments.storage.base import MAX_PENDING_POSTS, OnCommit, body_hash
-from livecomments.storage.errors import IdempotencyKeyReused, StorageUnavailable
+from livecomments.storage.base import MAX_PENDING_POSTS, OnCommit, body_hash, key_outcome
+from livecomments.storage.errors import StorageUnavailable
 from livecomments.storage.group_commit import GroupCommit, Outcome, Post
 from livecomments.storage.log import COLUMNS, LIVE, PREFIXED, row_entry
 from livecomments.storage.sqlite_moderation import LOG_COLUMNS, MODERATION_SCHEMA, SqliteModeration
@@ -109,11 +109,7 @@ def _claimed(conn: sqlite3.Connection, new: NewComment, key: str) -> Outcome | N
     ).fetchone()
     if row is None:
         return None
-    if row[0] is not None and row[0] != body_hash(new):
-        return IdempotencyKeyReused("this Idempotency-Key was used for another comment")
-    if row[1] is None:
-        return IdempotencyKeyReused("the comment first posted with this Idempotency-Key was removed")
-    return row_entry(row[1:])
+    return key_outcome(new, row[0], None if row[1] is None else row_entry(row[1:]))
 
 
 def _probe(conn: sqlite3.Connection) -> None:
