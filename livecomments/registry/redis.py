@@ -180,13 +180,13 @@ class RedisRegistry(LeasedRegistry):
         return dict(zip(video_ids, (int(n) for n in totals), strict=True))
 
     async def _release(self) -> None:
-        if self._videos:  # a clean stop need not wait for the lease to run out
-            try:
+        """A clean stop need not wait for the lease to run out. The lease goes only once the routes
+        did: the sweep finds stale routes through the leases, so a lease dropped alone would leave
+        them for ever; kept, it expires and the sweep removes both."""
+        try:
+            if self._videos:
                 await self._change(keys=[CHANNEL], args=[self._member, "-", *self._videos])
-            except (RedisError, OSError) as e:
-                log.warning("deregistering at close failed: %s", e)
-        try:  # our viewer counts stop counting now, not when the lease runs out
-            await self._redis.zrem(LEASES, self._member)
+            await self._redis.zrem(LEASES, self._member)  # our viewer counts stop counting now
         except (RedisError, OSError) as e:
-            log.warning("dropping the registry lease at close failed: %s", e)
+            log.warning("deregistering at close failed (the lease will expire): %s", e)
         await self._redis.aclose()
