@@ -77,12 +77,16 @@ async def test_resume_replays_then_goes_live_without_gap_or_duplicate(start_serv
     for i in range(40):
         await post(session, base, "seam", f"old{i}")
 
+    started = asyncio.Event()
+
     async def keep_posting() -> None:
         for i in range(60):
             await post(session, base, "seam", f"new{i}")
+            started.set()
 
     poster = asyncio.create_task(keep_posting())
-    await asyncio.sleep(0)  # let the first posts race the resume
+    async with asyncio.timeout(10):
+        await started.wait()  # the resume races posts in flight, over several backlog pages
     stream = await open_stream(session, base, "seam", last_event_id=17)
     await poster
     seqs = [c["seq"] for c in await stream.comments(100 - 17, timeout=15)]
