@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 
 from livecomments.registry.base import Registry, open_registry
-from tests.fixtures.processes import free_port
 from tests.helpers import metric, post, until_status
 from tests.sse import open_stream
 
@@ -38,17 +37,12 @@ def cluster(spawn: Any, registry_url: str, tmp_path: Path) -> Any:
     """cluster(role) -> a started process of the dispatcher cluster sharing one storage."""
 
     def start(role: str) -> Any:
-        push = []  # a realtime process takes pushes on a port of its own: it is what the registry lists
-        if role == "realtime":
-            port = free_port()
-            push = ["--internal-port", str(port), "--advertise-url", f"http://127.0.0.1:{port}"]
-        proc = spawn(
+        # A realtime process takes pushes on a free port of its own (proc.push_url): what the registry lists.
+        return spawn(
             "--role", role, "--strategy", "dispatcher", "--registry", registry_url,
             "--cluster-secret", SECRET, "--registry-ttl", "2", "--unwatch-linger", "0.1", "--repair-interval", "0.3",
-            "--storage", f"sqlite:///{tmp_path}/lc.db", *push,
+            "--storage", f"sqlite:///{tmp_path}/lc.db",
         )
-        proc.push_url = push[-1] if push else ""
-        return proc
 
     return start
 

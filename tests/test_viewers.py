@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 
 from livecomments.registry.base import open_registry
-from tests.fixtures.processes import free_port
 from tests.helpers import metric
 from tests.sse import SSEReader
 
@@ -115,11 +114,7 @@ def system(request: pytest.FixtureRequest, spawn: Any, tmp_path: Path) -> Any:
         common += ["--broker", server.url, "--partitions", variant or "8"]
 
     def start(role: str, *more: str) -> Any:
-        push: list[str] = []
-        if role == "realtime" and strategy == "dispatcher":
-            port = free_port()
-            push = ["--internal-port", str(port), "--advertise-url", f"http://127.0.0.1:{port}"]
-        return spawn("--role", role, *common, *push, *more)
+        return spawn("--role", role, *common, *more)  # a dispatcher realtime process picks its own push port
 
     return start
 
