@@ -49,8 +49,8 @@ def serve(config_file: str | None, print_config: bool, **flags: Any) -> None:
     if print_config:
         click.echo(to_toml(config), nl=False)
         return
-    from livecomments.app import StartError, run
-    from livecomments.workers import supervise
+    from livecomments.edge.app import StartError, run
+    from livecomments.ops.workers import supervise
 
     try:
         supervise(config) if config.workers > 1 else run(config)
@@ -79,12 +79,12 @@ def to_toml(config: Config) -> str:
 
 def _add_commands() -> None:
     # Each of these modules owns one command; imported here, after `main` exists.
-    from livecomments.bench import bench
-    from livecomments.cluster import cluster
-    from livecomments.lbconfig import lb_config
-    from livecomments.load_cmd import load
-    from livecomments.simulate import simulate
-    from livecomments.token_cmd import token
+    from livecomments.benchmarks.command import bench
+    from livecomments.benchmarks.simulate import simulate
+    from livecomments.ops.cluster import cluster
+    from livecomments.ops.lbconfig import lb_config
+    from livecomments.ops.load import load
+    from livecomments.ops.token import token
 
     for command in (lb_config, cluster, simulate, bench, token, load):
         main.add_command(command)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import ipaddress
 import os
 import re
@@ -11,17 +10,13 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from livecomments import backends
+
 ROLES = ("both", "writer", "realtime")
-STRATEGIES = ("broadcast", "partitioned", "dispatcher")
+STRATEGIES = ("broadcast", "partitioned", "dispatcher")  # built by backends.open_strategy
 ENV_PREFIX = "LIVECOMMENTS_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
-REGISTRY_SCHEMES = ("memory://", "redis://", "rediss://", "etcd://")
-# URL schemes whose driver is an optional extra: (schemes, module, extra)
-DRIVERS = (
-    (("redis://", "rediss://", "redis+cluster://"), "redis", "redis"),
-    (("postgresql://", "postgres://"), "asyncpg", "postgres"),
-)
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
 _QUERY_SECRET = re.compile(r"((?:password|secret|token)=)[^&]*", re.IGNORECASE)
 
@@ -57,23 +52,19 @@ def masked(name: str, value: str) -> str:
 
 
 def _require_driver(what: str, url: str) -> None:
-    for schemes, module, extra in DRIVERS:
-        if url.startswith(schemes):
-            try:
-                importlib.import_module(module)
-            except ImportError:
-                scheme = url.split("://", 1)[0]
-                raise ConfigError(f"{what} {scheme}:// needs the {extra} extra: "
-                                  f"pip install 'livecomments[{extra}]'") from None
+    extra = backends.missing_driver(url)
+    if extra:
+        scheme = url.split("://", 1)[0]
+        raise ConfigError(f"{what} {scheme}:// needs the {extra} extra: pip install 'livecomments[{extra}]'")
 
 
 @dataclass(frozen=True)
 class Config:
     role: str = opt("both", "which half of the API this process serves")
     strategy: str = opt("broadcast", "how comments reach realtime processes")
-    broker: str = opt("memory://", "memory://, redis://HOST:PORT/DB or redis+cluster://HOST:PORT")
-    registry: str = opt("", "dispatcher registry: memory://, redis://… or etcd://HOST:PORT")
-    storage: str = opt("sqlite:///livecomments.db", "sqlite:///PATH or postgresql://…")
+    broker: str = opt("memory://", backends.forms("broker"))
+    registry: str = opt("", "dispatcher registry: " + backends.forms("registry"))
+    storage: str = opt("sqlite:///livecomments.db", backends.forms("storage"))
     host: str = opt("127.0.0.1", "address to listen on")
     port: int = opt(8080, "port to listen on (0 picks a free one)")
     workers: int = opt(1, "processes sharing the port (SO_REUSEPORT), each its own hub; > 1 needs a shared broker or registry")
@@ -161,18 +152,18 @@ class Config:
             raise ConfigError(f"role must be one of {', '.join(ROLES)}, not {self.role!r}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
-        if not self.broker.startswith(("memory://", "redis://", "rediss://", "redis+cluster://")):
-            raise ConfigError(f"broker {self.broker!r}: use memory://, redis://HOST:PORT/DB or redis+cluster://HOST:PORT")
-        if not self.storage.startswith(("sqlite://", "postgresql://", "postgres://")):
-            raise ConfigError(f"storage {mask_url(self.storage)!r}: use sqlite:///PATH or postgresql://…")
+        if backends.find("broker", self.broker) is None:
+            raise ConfigError(f"broker {mask_url(self.broker)!r}: use {backends.forms('broker')}")
+        if backends.find("storage", self.storage) is None:
+            raise ConfigError(f"storage {mask_url(self.storage)!r}: use {backends.forms('storage')}")
         if self.storage.startswith("sqlite://") and not self.storage.startswith("sqlite:///"):
             path = self.storage.removeprefix("sqlite://")  # sqlite://x.db would be a folder 'sqlite:'
             raise ConfigError(f"storage {self.storage!r}: a SQLite URL has three slashes: sqlite:///{path} "
                               f"(relative) or sqlite:////{path.lstrip('/')} (absolute)")
         if self.storage in ("sqlite:///", "sqlite:////"):
             raise ConfigError(f"storage {self.storage!r} names no file: use sqlite:///PATH")
-        if self.registry and not self.registry.startswith(REGISTRY_SCHEMES):
-            raise ConfigError(f"registry {mask_url(self.registry)!r}: use memory://, redis://HOST:PORT/DB or etcd://HOST:PORT")
+        if self.registry and backends.find("registry", self.registry) is None:
+            raise ConfigError(f"registry {mask_url(self.registry)!r}: use {backends.forms('registry')}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
         if self.log_format not in LOG_FORMATS:
@@ -226,8 +217,8 @@ class Config:
 
     def _validate_identity(self) -> None:
         """Tokens, rate limits, trusted proxies and CORS (see auth.py, ratelimit.py, clientaddr.py, cors.py)."""
-        from livecomments.auth import TokenKeyError, load_verifier
-        from livecomments.clientaddr import parse_networks
+        from livecomments.addresses import parse_networks
+        from livecomments.tokens import TokenKeyError, load_verifier
 
         try:
             load_verifier(self.auth_jwt_secret, self.auth_jwt_public_key)

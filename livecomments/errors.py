@@ -1,31 +1,11 @@
-"""The one error shape of the HTTP edge: {"error": {"code", "message"}}."""
+"""The error vocabulary every layer shares: ApiError (a refusal in the JSON error shape) and the
+stable public codes. Framework-free; the HTTP edge renders it (livecomments/edge/errors.py)."""
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Awaitable, Callable
 
 import orjson
-from aiohttp import web
-
-from livecomments.storage.errors import IdempotencyKeyReused, Overloaded, StorageError, StorageUnavailable
-
-log = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
-    503: "unavailable",
-}
-
 
 # Why a process cannot serve now, as stable public codes. The detail (addresses, driver
 # errors) goes to the log, and into replies only with `expose_errors`.
@@ -66,54 +46,3 @@ def retry_after(wait: float) -> dict[str, str]:
 def dumps(obj: object) -> str:
     """aiohttp's json_response(dumps=…) with orjson: every JSON reply goes through it."""
     return orjson.dumps(obj).decode()
-
-
-ERROR_CODE = web.ResponseKey("error_code", str)  # kept on the response too: the metrics need not parse the body
-
-
-def error_response(status: int, code: str, message: str) -> web.Response:
-    response = web.json_response({"error": {"code": code, "message": message}}, status=status, dumps=dumps)
-    response[ERROR_CODE] = code
-    return response
-
-
-# What storage refuses, as (status, code, public message, Retry-After seconds or None).
-# The public message is fixed: the driver's detail (addresses, SQL states) goes to the log.
-STORAGE_REFUSALS: dict[type[StorageError], tuple[int, str, str, int | None]] = {
-    StorageUnavailable: (503, STORAGE_UNAVAILABLE, "storage cannot be reached; nothing was stored", 1),
-    Overloaded: (503, "overloaded", "too many posts are waiting to be stored; nothing was stored", 1),
-    IdempotencyKeyReused: (422, "idempotency_key_reused", "this Idempotency-Key was first used for another comment", None),
-}
-
-
-def storage_error_response(e: StorageError) -> web.Response:
-    status, code, message, retry_after = STORAGE_REFUSALS.get(type(e), (503, STORAGE_UNAVAILABLE, "storage failed", 1))
-    response = error_response(status, code, message)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as e:
-        response = error_response(e.status, e.code, e.message)
-        response.headers.update(e.headers)
-        return response
-    except StorageError as e:
-        if isinstance(e, StorageUnavailable):
-            log.warning("%s %s: %s", request.method, request.path, e)
-        return storage_error_response(e)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        code = _HTTP_CODES.get(e.status, "http_error")
-        return error_response(e.status, code, e.reason)
-    except ConnectionResetError:  # the client went away mid-answer: routine, not a server error
-        log.debug("client went away during %s %s", request.method, request.path)
-        return error_response(CLIENT_GONE, "client_gone", "the client closed the connection")  # never sent
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal", "internal server error")

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-ACCESS_LOGGER = "livecomments.access"
+ACCESS_LOGGER = "livecomments.edge.access"
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -36,7 +36,7 @@ def _quoted(value: object) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """`2026-11-23T17:42:22.063Z INFO livecomments.app: message key=value …` on one line."""
+    """`2026-11-23T17:42:22.063Z INFO livecomments.edge.app: message key=value …` on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from livecomments.app import create_app
 from livecomments.config import Config
+from livecomments.edge.app import create_app
 from tests.sse import close_streams
 
 pytest_plugins = [

@@ -181,7 +181,7 @@ def test_open_posting_is_refused_off_loopback_unless_asked(tmp_path: Path) -> No
 
 
 async def test_open_posting_is_said_once_at_start(start_server: StartServer, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="livecomments.app"):
+    with caplog.at_level(logging.WARNING, logger="livecomments.edge.app"):
         await start_server()
         await start_server(auth_jwt_secret=SECRET)
     assert [r.getMessage() for r in caplog.records if "posting is open" in r.getMessage()] == [

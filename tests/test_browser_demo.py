@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from livecomments.auth import mint
-from livecomments.demo_routes import CSP, DEMO_FILES
+from livecomments.edge.demo import CSP, DEMO_FILES
+from livecomments.tokens import mint
 from tests.fixtures.browser import post_comment, shown_seqs, stored_comments
 from tests.fixtures.processes import LivecommentsProcess
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from livecomments import cluster as cluster_module
-from livecomments.cluster import Cluster, ClusterError, find_binary
+from livecomments.ops import cluster as cluster_module
+from livecomments.ops.cluster import Cluster, ClusterError, find_binary
 from tests.helpers import post
 from tests.sse import close_streams, open_stream
 

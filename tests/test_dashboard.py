@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 
 from livecomments.benchmarks.common import parse_metrics
-from livecomments.cluster import Cluster
-from livecomments.dashboard import DashboardServer, topology
-from livecomments.dashboard_stats import p99_ms, parse_scrape, rate
 from livecomments.metrics import Metrics
+from livecomments.ops.cluster import Cluster
+from livecomments.ops.dashboard.server import DashboardServer, topology
+from livecomments.ops.dashboard.stats import p99_ms, parse_scrape, rate
 
 RECEIVED, DISCARDED = "livecomments_broker_messages_received_total", "livecomments_comments_discarded_total"
 SMALL_LOAD = {"videos": 12, "viewers": 60, "zipf": 1.0, "rate": 25, "duration": 4}

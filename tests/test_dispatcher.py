@@ -11,7 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from livecomments.registry.base import Registry, open_registry
+from livecomments.backends import open_registry
+from livecomments.registry.base import Registry
 from tests.helpers import metric, post, until_status
 from tests.sse import open_stream
 

@@ -9,12 +9,11 @@ from typing import Any
 
 import orjson
 
+from livecomments.backends import open_registry, open_strategy
 from livecomments.config import Config
 from livecomments.metrics import Metrics
 from livecomments.model import Comment
-from livecomments.registry.base import open_registry
-from livecomments.signing import PATH, sign
-from livecomments.strategies.dispatcher import DispatcherStrategy
+from livecomments.strategies.signing import PATH, sign
 from tests.fixtures.processes import free_port
 from tests.helpers import metric, post, until_metric
 from tests.sse import open_stream
@@ -64,7 +63,7 @@ async def test_internal_port_serves_deliver_alone(spawn: Any, tmp_path: Path, se
 async def test_a_writer_with_a_stale_route_pushes_its_latest_comment_to_a_joiner() -> None:
     """The join guarantee with a real DispatcherStrategy and memory registry: a comment
     routed by the cache before the registration reached it still arrives, right after."""
-    strategy = DispatcherStrategy(Config(strategy="dispatcher", registry="memory://"), Metrics())
+    strategy = open_strategy(Config(strategy="dispatcher", registry="memory://"), Metrics())
     got: list[Comment] = []
     arrived = asyncio.Event()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from livecomments.registry.base import open_registry
+from livecomments.backends import open_registry
 from tests.fixtures.processes import RedisProcess
 from tests.helpers import until_metric
 from tests.sse import open_stream

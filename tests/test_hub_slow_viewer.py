@@ -8,8 +8,8 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestServer
 
-from livecomments.app import create_app
-from livecomments.app_keys import HUB, METRICS
+from livecomments.edge.app import create_app
+from livecomments.edge.keys import HUB, METRICS
 from livecomments.metrics import Metrics
 from livecomments.model import Comment
 from tests import conftest

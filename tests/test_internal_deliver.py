@@ -13,8 +13,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from livecomments import signing
-from livecomments.signing import PATH, SIGNATURE, TIMESTAMP, Verifier, sign, signature
+from livecomments.strategies import signing
+from livecomments.strategies.signing import PATH, SIGNATURE, TIMESTAMP, Verifier, sign, signature
 from tests.fixtures.processes import free_port
 from tests.helpers import metric, post
 from tests.sse import open_stream
@@ -161,8 +161,8 @@ def test_replay_memory_is_released_after_the_window(monkeypatch: pytest.MonkeyPa
 
 
 async def test_signing_is_framework_free_and_push_does_not_import_the_handler() -> None:
-    code = ("import sys, livecomments.signing; web = 'aiohttp.web' in sys.modules; "
-            "import livecomments.strategies.push; print(web, 'livecomments.internal' in sys.modules)")
+    code = ("import sys, livecomments.strategies.signing; web = 'aiohttp.web' in sys.modules; "
+            "import livecomments.strategies.push; print(web, 'livecomments.edge.internal' in sys.modules)")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     assert out.split() == [b"False", b"False"]

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from livecomments.lbconfig import Balancer, lb_config, render
-from livecomments.ring import HashRing
+from livecomments.ops.lbconfig import Balancer, lb_config, render
+from livecomments.ops.ring import HashRing
 from tests.fixtures.nginx import binary
 from tests.helpers import post
 from tests.sse import open_stream

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from livecomments.auth import mint
+from livecomments.tokens import mint
 from tests.conftest import StartServer
 from tests.helpers import history, metric
 

@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from livecomments.app import create_app
+from livecomments.edge.app import create_app
 from tests.conftest import make_config
 from tests.helpers import post
 from tests.sse import open_stream

@@ -68,11 +68,11 @@ async def test_json_log_and_access_log(spawn, tmp_path, session):
     assert server.stop(signal.SIGTERM) == 0
     events = [json.loads(line) for line in server.log_path.read_text().splitlines()]  # every line is JSON
     assert all({"ts", "level", "logger", "msg"} <= event.keys() for event in events), events
-    access = [(e["method"], e["path"], e["status"]) for e in events if e["logger"] == "livecomments.access"]
+    access = [(e["method"], e["path"], e["status"]) for e in events if e["logger"] == "livecomments.edge.access"]
     assert access == [("GET", "/healthz", 200), ("GET", "/v1/videos/acc/stream", 200),
                       ("POST", "/v1/videos/acc/comments", 201), ("POST", "/v1/videos/acc/comments", 422)], events
     for event in events:
-        if event["logger"] == "livecomments.access":
+        if event["logger"] == "livecomments.edge.access":
             assert event["server_id"] == "lc-access" and event["duration_ms"] >= 0
 
 
@@ -81,7 +81,7 @@ async def test_access_log_is_off_by_default(spawn, tmp_path, session):
     async with session.get(f"{server.url}/healthz") as resp:
         assert resp.status == 200
     assert server.stop(signal.SIGTERM) == 0
-    assert "livecomments.access" not in server.log_path.read_text()
+    assert "livecomments.edge.access" not in server.log_path.read_text()
 
 
 def _record_with_traceback() -> logging.LogRecord:

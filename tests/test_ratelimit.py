@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from livecomments.config import ConfigError
-from livecomments.ratelimit import LocalBuckets
+from livecomments.edge.ratelimit import LocalBuckets
 from tests.conftest import StartServer, make_config
 from tests.helpers import all_seqs, metric
 from tests.sse import open_stream

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from livecomments.backends import open_storage
 from livecomments.brokers.memory import MemoryBroker
-from livecomments.hub import Hub
+from livecomments.core.hub import Hub
 from livecomments.metrics import Metrics
 from livecomments.model import NewComment
-from livecomments.storage.base import open_storage
 from livecomments.strategies.broadcast import BroadcastStrategy
 from tests.fixtures.pg_proxy import AnswerHoldingProxy
 from tests.fixtures.postgres import PostgresServer

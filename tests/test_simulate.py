@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from livecomments.benchmarks import strategies
+from livecomments.benchmarks.simulate import POLICY_CHOICES, Result, analyse, place, run_all
+from livecomments.benchmarks.workload import POLICIES, Workload, node_names
 from livecomments.cli import main
-from livecomments.ring import HashRing, bounded_placement
-from livecomments.simulate import POLICY_CHOICES, Result, analyse, place, run_all
-from livecomments.workload import POLICIES, Workload, node_names
+from livecomments.ops.ring import HashRing, bounded_placement
 
 
 def by_case(results: list[Result], strategy: str, policy: str) -> Result:

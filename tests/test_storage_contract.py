@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from livecomments.backends import open_storage
 from livecomments.model import NewComment
-from livecomments.storage.base import Storage, open_storage
+from livecomments.storage.base import Storage
 from livecomments.storage.errors import IdempotencyKeyReused
 
 BACKENDS = ["sqlite", "sqlite-no-group-commit", "postgres", "sqlite-two-writers", "postgres-two-writers"]

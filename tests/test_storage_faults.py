@@ -12,9 +12,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from livecomments import cursor
+from livecomments.backends import open_storage
+from livecomments.edge import cursor
 from livecomments.model import NewComment
-from livecomments.storage.base import open_storage
 from livecomments.storage.errors import Overloaded, StorageUnavailable
 from livecomments.storage.pg_errors import translated
 from tests.helpers import history, metric, post, until_status

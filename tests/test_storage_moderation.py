@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from livecomments.backends import open_storage
 from livecomments.model import NewComment
-from livecomments.storage.base import MAX_SLOW_MODE_S, open_storage
+from livecomments.storage.base import MAX_SLOW_MODE_S
 from livecomments.storage.errors import IdempotencyKeyReused, NoSuchComment, NotYourComment
 from tests import test_storage_contract
 

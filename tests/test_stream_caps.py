@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from livecomments.app import create_app
+from livecomments.edge.app import create_app
 from tests import conftest
 from tests.helpers import metric, post, status, until_metric
 from tests.sse import SSEReader, close_streams, open_stream

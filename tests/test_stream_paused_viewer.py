@@ -13,7 +13,7 @@ from typing import cast
 import pytest
 import uvloop
 
-from livecomments.viewer import Viewer
+from livecomments.core.viewer import Viewer
 
 FRAME = b"data: " + b"x" * 16_000 + b"\n\n"
 

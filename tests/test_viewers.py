@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from livecomments.registry.base import open_registry
+from livecomments.backends import open_registry
 from tests.helpers import metric
 from tests.sse import SSEReader
 

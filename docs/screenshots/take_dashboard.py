@@ -14,8 +14,8 @@ from pathlib import Path
 
 from playwright.async_api import async_playwright, expect
 
-from livecomments.cluster import Cluster
-from livecomments.dashboard import DashboardServer, topology
+from livecomments.ops.cluster import Cluster
+from livecomments.ops.dashboard.server import DashboardServer, topology
 from tests.fixtures.browser import CHROMIUM
 
 HERE = Path(__file__).parent

@@ -25,7 +25,7 @@ import aiohttp
 
 from livecomments.benchmarks.common import Process, free_port, raise_nofile, rss_bytes
 from livecomments.benchmarks.report import run_line
-from livecomments.signing import PATH
+from livecomments.strategies.signing import PATH
 
 SECRET = "attack-run-secret"
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from livecomments.procs import RedisServer, free_port
+from livecomments.ops.procs import RedisServer, free_port
 
 __all__ = ["Process", "bench_home", "cpu_seconds", "free_port", "out_dir", "parse_metrics", "percentiles", "raise_nofile",
            "rss_bytes"]
@@ -125,7 +125,7 @@ class Process:
 
     @classmethod
     def redis(cls, workdir: Path) -> Process:
-        """A private redis-server (livecomments.procs), its output in workdir/redis.log."""
+        """A private redis-server (livecomments.ops.procs), its output in workdir/redis.log."""
         server = RedisServer(workdir, extra=("--maxclients", "10000"))
         log = workdir / "redis.log"
         with open(log, "ab") as out:

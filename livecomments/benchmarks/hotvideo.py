@@ -24,7 +24,7 @@ from typing import Any
 from livecomments.benchmarks.common import raise_nofile
 from livecomments.benchmarks.fanout import report, run, servers
 from livecomments.benchmarks.report import machine, run_line, run_mode
-from livecomments.procs import SBIN_PATH, RedisUnavailable, redis_binary
+from livecomments.ops.procs import SBIN_PATH, RedisUnavailable, redis_binary
 
 # Offered deliveries/s per step (comments/s = deliveries / viewers, at least 2): finer where one process
 # breaks, and low enough that HAProxy, which relays every delivery, shares a sustained rate with the others.

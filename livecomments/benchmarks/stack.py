@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from livecomments.benchmarks.common import Process, cpu_seconds, parse_metrics
-from livecomments.workload import BALANCE_FACTOR, POLICIES, Workload
+from livecomments.benchmarks.workload import BALANCE_FACTOR, POLICIES, Workload
 
 SECRET = "bench-cluster-secret"
 

@@ -25,7 +25,7 @@ from livecomments.benchmarks.common import raise_nofile
 from livecomments.benchmarks.stack import Case, Settings, Stack, cases, cluster_mode
 from livecomments.benchmarks.strategies_report import Observation, summarise, write_report
 from livecomments.benchmarks.viewers import ViewerProtocol, open_viewer
-from livecomments.workload import video_id
+from livecomments.benchmarks.workload import video_id
 
 __all__ = ["Settings", "cluster_mode", "run", "write_report"]
 CONNECT_BATCH = 100  # concurrent connects: below the servers' listen backlog

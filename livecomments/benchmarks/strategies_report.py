@@ -10,8 +10,8 @@ import numpy as np
 
 from livecomments.benchmarks import report
 from livecomments.benchmarks.common import percentiles
+from livecomments.benchmarks.simulate import analyse, place
 from livecomments.benchmarks.stack import Case, Settings, cluster_mode
-from livecomments.simulate import analyse, place
 
 M = "livecomments_"
 

@@ -45,15 +45,3 @@ class Broker(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-def open_broker(url: str) -> Broker:
-    if url.startswith("memory://"):
-        from livecomments.brokers.memory import MemoryBroker
-
-        return MemoryBroker()
-    if url.startswith(("redis://", "rediss://", "redis+cluster://")):
-        from livecomments.brokers.redis import RedisBroker
-
-        return RedisBroker(url)
-    raise ValueError(f"unknown broker URL {url!r}")

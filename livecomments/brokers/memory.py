@@ -10,7 +10,7 @@ from livecomments.brokers.base import OnMessage, OnReset
 class MemoryBroker:
     """Delivers synchronously inside publish(): at-most-once holds trivially, nothing is queued."""
 
-    def __init__(self) -> None:
+    def __init__(self, url: str = "memory://") -> None:
         self._channels: set[str] = set()
         self._on_message: OnMessage | None = None
 

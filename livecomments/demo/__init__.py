@@ -1,1 +1,1 @@
-"""The demo page's static files (index.html, app.js, style.css), served by livecomments.demo_routes."""
+"""The demo page's static files (index.html, app.js, style.css), served by livecomments.edge.demo."""

@@ -45,20 +45,3 @@ class Registry(Protocol):
         """Each video's viewers summed over the live processes (`others`: except this one), in one read."""
         ...
     async def close(self) -> None: ...
-
-
-def open_registry(url: str, self_url: str, ttl: float) -> Registry:
-    """Picked by URL scheme; backends import their client libraries lazily."""
-    if url.startswith("memory://"):
-        from livecomments.registry.memory import MemoryRegistry
-
-        return MemoryRegistry(self_url)
-    if url.startswith(("redis://", "rediss://")):
-        from livecomments.registry.redis import RedisRegistry
-
-        return RedisRegistry(url, self_url, ttl)
-    if url.startswith("etcd://"):
-        from livecomments.registry.etcd import EtcdRegistry
-
-        return EtcdRegistry(url, self_url, ttl)
-    raise ValueError(f"unknown registry URL {url!r}: use memory://, redis://… or etcd://HOST:PORT")

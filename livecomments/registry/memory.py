@@ -9,7 +9,7 @@ class MemoryRegistry:
     """The one app's writer and realtime halves share this instance; nothing is global,
     so several apps in one test process stay apart."""
 
-    def __init__(self, self_url: str) -> None:
+    def __init__(self, url: str, self_url: str, ttl: float = 0.0) -> None:
         self._url = self_url
         self._table: dict[str, set[str]] = {}
         self._counts: dict[str, int] = {}  # this process's viewers per video: the only process there is

@@ -112,18 +112,3 @@ def key_outcome(new: NewComment, stored_body: bytes | None, comment: Comment | N
     if comment is None:
         return IdempotencyKeyReused("the comment first posted with this Idempotency-Key was removed")
     return comment
-
-
-async def open_storage(url: str, *, group_commit: bool = True, max_pending: int = MAX_PENDING_POSTS) -> Storage:
-    """Pick the backend by URL scheme; imports are lazy so unused drivers need not be installed."""
-    if url.startswith("sqlite://"):
-        from livecomments.storage.sqlite import SqliteStorage
-
-        # sqlite:///relative.db, sqlite:////absolute.db (as SQLAlchemy spells them)
-        path = url.removeprefix("sqlite:///")
-        return await SqliteStorage.open(path, group_commit=group_commit, max_pending=max_pending)
-    if url.startswith(("postgresql://", "postgres://")):
-        from livecomments.storage.postgres import PostgresStorage
-
-        return await PostgresStorage.open(url, group_commit=group_commit, max_pending=max_pending)
-    raise ValueError(f"unknown storage URL {url!r}")

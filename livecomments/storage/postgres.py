@@ -122,6 +122,10 @@ class PostgresStorage(PostgresModeration):
         self.cursor_secret = cursor_secret
 
     @classmethod
+    async def open_url(cls, url: str, *, group_commit: bool = True, max_pending: int = MAX_PENDING_POSTS) -> PostgresStorage:
+        return await cls.open(url, group_commit=group_commit, max_pending=max_pending)
+
+    @classmethod
     async def open(
         cls, url: str, *, group_commit: bool = True, max_pending: int = MAX_PENDING_POSTS,
     ) -> PostgresStorage:

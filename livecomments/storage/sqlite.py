@@ -134,6 +134,11 @@ class SqliteStorage(SqliteModeration):
         self.cursor_secret = b""
 
     @classmethod
+    async def open_url(cls, url: str, *, group_commit: bool = True, max_pending: int = MAX_PENDING_POSTS) -> SqliteStorage:
+        """sqlite:///relative.db, sqlite:////absolute.db (as SQLAlchemy spells them)."""
+        return await cls.open(url.removeprefix("sqlite:///"), group_commit=group_commit, max_pending=max_pending)
+
+    @classmethod
     async def open(cls, path: str, *, group_commit: bool = True, max_pending: int = MAX_PENDING_POSTS) -> SqliteStorage:
         self = cls(path, group_commit, max_pending)
         loop = asyncio.get_running_loop()

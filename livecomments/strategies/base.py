@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from livecomments.brokers.base import OnReset
 from livecomments.metrics import Metrics
 from livecomments.model import Comment
 
-if TYPE_CHECKING:
-    from livecomments.config import Config
-
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[Comment], None]  # hub.deliver: sync, on the loop, never blocks
 # (server, video -> its local viewers there, 0: none left; videos it asks the others to re-send):
-# another realtime process's counts, on the loop (livecomments/viewers.py)
+# another realtime process's counts, on the loop (livecomments/core/counts.py)
 OnCounts = Callable[[str, dict[str, int], list[str]], None]
 
 
@@ -91,21 +88,3 @@ def decoder(deliver: Deliver, metrics: Metrics) -> Callable[[str, bytes], None]:
         deliver(comment)
 
     return on_message
-
-
-def open_strategy(config: Config, metrics: Metrics) -> Strategy:
-    from livecomments.brokers.base import open_broker
-
-    if config.strategy == "broadcast":
-        from livecomments.strategies.broadcast import BroadcastStrategy
-
-        return BroadcastStrategy(open_broker(config.broker), metrics)
-    if config.strategy == "partitioned":
-        from livecomments.strategies.partitioned import PartitionedStrategy
-
-        return PartitionedStrategy(open_broker(config.broker), metrics, config.partitions)
-    if config.strategy == "dispatcher":
-        from livecomments.strategies.dispatcher import DispatcherStrategy
-
-        return DispatcherStrategy(config, metrics)
-    raise ValueError(f"unknown strategy {config.strategy!r}")

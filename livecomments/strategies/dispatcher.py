@@ -20,17 +20,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import aiohttp
 
 from livecomments.brokers.base import OnReset
-from livecomments.config import Config
 from livecomments.metrics import Metrics
 from livecomments.model import Comment
-from livecomments.registry.base import open_registry
+from livecomments.registry.base import Registry
 from livecomments.strategies.base import Deliver, OnCounts
 from livecomments.strategies.push import Pusher
+
+if TYPE_CHECKING:
+    from livecomments.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,9 @@ class _Route:
 class DispatcherStrategy:
     name: ClassVar[str] = "dispatcher"
 
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    def __init__(self, config: Config, metrics: Metrics, registry: Registry) -> None:
         self._self_url = config.advertise_url or LOCAL
-        self._registry = open_registry(config.registry, self._self_url, config.registry_ttl)
+        self._registry = registry
         self._secret = config.cluster_secret.encode()
         self._serves_writer = config.serves_writer
         self._metrics = metrics

@@ -9,7 +9,7 @@ import time
 import aiohttp
 
 from livecomments.metrics import Metrics
-from livecomments.signing import MAX_PUSH_BYTES, PATH, sign
+from livecomments.strategies.signing import MAX_PUSH_BYTES, PATH, sign
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from livecomments.benchmarks.common import bench_home, free_port, raise_nofile
-from livecomments.lbconfig import Balancer, haproxy_config
-from livecomments.procs import SBIN_PATH, RedisServer
+from livecomments.ops.lbconfig import Balancer, haproxy_config
+from livecomments.ops.procs import SBIN_PATH, RedisServer
 
 HERE = Path(__file__).resolve().parent  # peer.py and its pinned requirements ship with the package
 PEER_VENV = bench_home() / ".venv-peer"  # its own venv: the peer's dependencies stay out of ours

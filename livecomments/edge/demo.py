@@ -1,0 +1,75 @@
+"""The demo page: /demo/ from package data (livecomments/demo/), `GET /` → /demo/, /demo/config.json.
+
+The files are read once, when the app is built: they are a few KiB and never change while a
+process runs. Every demo answer carries a strict Content-Security-Policy: the page loads
+nothing from another host and runs no inline script, so a comment that slipped past the
+page's escaping still could not run code or send data elsewhere.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from livecomments.edge.keys import CONFIG
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+)
+DEMO_FILES = {
+    "index.html": "text/html",
+    "style.css": "text/css",
+    # ES modules, no build step: app.js imports the others
+    **{f"{module}.js": "text/javascript" for module in ("app", "page", "api", "comments", "stream", "composer")},
+}
+
+
+def _headers(content_type: str) -> dict[str, str]:
+    return {
+        "Content-Type": f"{content_type}; charset=utf-8",
+        "Content-Security-Policy": CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",  # revalidate: a new version of the page shows at the next load
+    }
+
+
+def _file_handler(body: bytes, content_type: str) -> Handler:
+    async def serve_file(request: web.Request) -> web.Response:
+        return web.Response(body=body, headers=_headers(content_type))
+
+    return serve_file
+
+
+async def demo_config(request: web.Request) -> web.Response:
+    """What the page must know before the first post: whether posting needs a token, and the limits."""
+    config = request.app[CONFIG]
+    body = {
+        "auth": bool(config.auth_jwt_secret or config.auth_jwt_public_key),
+        "auth_streams": config.auth_streams,
+        "max_text": config.max_text,
+        "max_author": config.max_author,
+        "page_limit": min(50, config.page_limit),
+    }
+    return web.Response(body=orjson.dumps(body), headers=_headers("application/json"))
+
+
+async def to_demo(request: web.Request) -> web.Response:
+    """`/` and `/demo` → `/demo/`, keeping the query (`?video=ID`)."""
+    location = "/demo/" + (f"?{request.query_string}" if request.query_string else "")
+    return web.Response(status=302, headers={"Location": location})
+
+
+def add_routes(app: web.Application) -> None:
+    package = resources.files("livecomments.demo")
+    for name, content_type in DEMO_FILES.items():
+        handler = _file_handler(package.joinpath(name).read_bytes(), content_type)
+        path = "/demo/" if name == "index.html" else f"/demo/{name}"
+        app.router.add_get(path, handler)
+    app.router.add_get("/demo/config.json", demo_config)
+    app.router.add_get("/demo", to_demo)
+    app.router.add_get("/", to_demo)

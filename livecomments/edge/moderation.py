@@ -1,0 +1,137 @@
+"""Moderation over HTTP: delete a comment, ban a user from a video, slow mode; and the
+checks a post passes before it is stored (bans, slow mode).
+
+Bans and slow mode live in storage, so every writer of one database shares them, and are
+read on every post (one query, no cache: a ban or a setting takes effect on the next post
+on every writer). A slow-mode slot is claimed atomically in storage (a conditional upsert),
+so two writers cannot both accept a user's post within one interval.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import orjson
+from aiohttp import web
+
+from livecomments.edge.auth import USER
+from livecomments.edge.clientaddr import client_address
+from livecomments.edge.keys import STORAGE, STRATEGY
+from livecomments.errors import ApiError, dumps, retry_after
+from livecomments.model import parse_video_id
+from livecomments.storage.base import MAX_SLOW_MODE_S
+from livecomments.storage.errors import NoSuchComment, NotYourComment
+from livecomments.tokens import Identity, Unauthorized
+
+MAX_BAN_S = 10 * 365 * 24 * 3600
+MAX_USER = 256  # a token's sub as the ban names it
+
+
+class SlowMode(ApiError):
+    def __init__(self, wait: float, interval: int) -> None:
+        headers = retry_after(wait)
+        super().__init__(429, "slow_mode",
+                         f"slow mode: one comment per {interval} s here; retry in {headers['Retry-After']} s", headers)
+
+
+async def check_post(request: web.Request, video_id: str, idempotency_key: str | None) -> None:
+    """Refuse a post from a user banned from the video, or too soon under its slow mode.
+    Moderators are exempt. Call after validation: a slow-mode claim is the post's first write."""
+    user = request.get(USER)
+    if user is not None and user.moderator:
+        return
+    storage = request.app[STORAGE]
+    now = time.time()
+    banned_until, slow_mode_s = await storage.post_policy(video_id, None if user is None else user.sub, now)
+    if banned_until is not None:
+        ends = datetime.fromtimestamp(banned_until, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        raise ApiError(403, "banned", f"you are banned from posting to this video until {ends}")
+    if slow_mode_s:
+        poster = "u:" + user.sub if user is not None else "a:" + (client_address(request) or "unknown")
+        wait = await storage.claim_slot(video_id, poster, now, slow_mode_s, idempotency_key)
+        if wait > 0:
+            raise SlowMode(wait, slow_mode_s)
+
+
+def _identity(request: web.Request) -> Identity:
+    user: Identity | None = request.get(USER)
+    if user is None:  # posting is open (no key configured): nobody can prove who they are
+        raise Unauthorized("moderation needs a bearer token, and a JWT key configured on the server", invalid=False)
+    return user
+
+
+def _moderator(request: web.Request) -> Identity:
+    user = _identity(request)
+    if not user.moderator:
+        raise ApiError(403, "forbidden", "this needs a moderator's token")
+    return user
+
+
+async def _json_object(request: web.Request) -> dict[str, object]:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send application/json")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_body", "body must be a JSON object")
+    return body
+
+
+def _int_field(body: dict[str, object], name: str, high: int) -> int:
+    value = body.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
+        raise ApiError(422, f"invalid_{name}", f"{name} must be an integer from 0 to {high}")
+    return value
+
+
+async def delete_comment(request: web.Request) -> web.Response:
+    video_id = parse_video_id(request.match_info["video_id"])
+    raw = request.match_info["seq"]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18 and int(raw) > 0):
+        raise ApiError(404, "not_found", f"{video_id} has no comment {raw}")
+    user = _identity(request)
+    try:
+        entry = await request.app[STORAGE].delete(video_id, int(raw), by=user.sub, moderator=user.moderator)
+    except NoSuchComment:
+        raise ApiError(404, "not_found", f"{video_id} has no comment {raw}") from None
+    except NotYourComment:
+        raise ApiError(403, "forbidden", "only a moderator or its own user may delete a comment") from None
+    if entry is not None:  # the log's next entry: viewers get `event: delete` in order with the comments
+        await request.app[STRATEGY].publish(entry)
+    return web.Response(status=204)
+
+
+async def put_settings(request: web.Request) -> web.Response:
+    video_id = parse_video_id(request.match_info["video_id"])
+    _moderator(request)
+    body = await _json_object(request)
+    slow_mode_s = _int_field(body, "slow_mode_s", MAX_SLOW_MODE_S)
+    await request.app[STORAGE].set_slow_mode(video_id, slow_mode_s)
+    return web.json_response({"video_id": video_id, "slow_mode_s": slow_mode_s}, dumps=dumps)
+
+
+async def post_ban(request: web.Request) -> web.Response:
+    """ttl_s > 0 bans (201 with the ban); ttl_s 0 lifts a ban (204)."""
+    video_id = parse_video_id(request.match_info["video_id"])
+    _moderator(request)
+    body = await _json_object(request)
+    user = body.get("user")
+    if not isinstance(user, str) or not 0 < len(user) <= MAX_USER:
+        raise ApiError(422, "invalid_user", f"user must be a token sub of 1-{MAX_USER} characters")
+    ttl_s = _int_field(body, "ttl_s", MAX_BAN_S)
+    until = time.time() + ttl_s
+    await request.app[STORAGE].ban(video_id, user, until if ttl_s else 0.0)
+    if not ttl_s:
+        return web.Response(status=204)
+    return web.json_response({"video_id": video_id, "user": user, "until": until}, status=201, dumps=dumps)
+
+
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_delete("/v1/videos/{video_id}/comments/{seq}", delete_comment)
+    app.router.add_put("/v1/videos/{video_id}/settings", put_settings)
+    app.router.add_post("/v1/videos/{video_id}/bans", post_ban)

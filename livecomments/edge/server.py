@@ -1,0 +1,248 @@
+"""The connection level of a public port: what one client may hold before a handler runs.
+
+aiohttp bounds what a request may hold once it runs (client_max_size) and how long an
+idle keep-alive connection stays (keepalive_timeout), but nothing between accept and a
+parsed request, and nothing while a body trickles in. `EdgeRunner` is an AppRunner whose
+protocol (`EdgeRequestHandler`, a RequestHandler subclass: aiohttp has no hook for this)
+adds, per connection:
+
+- a cap on connections per process and per client address, counted while aiohttp holds
+  them: a live stream leaves the count once realtime.py hands it to its Viewer (the
+  per-stream caps are admission.py's). Past a cap the connection gets a fixed 503 and is
+  closed before anything is read, so health checks and posts keep room while one
+  address floods. Loopback peers are not capped per address, as in admission.py: there
+  sit the local proxy, through which every client arrives, and load generators;
+- a header timeout: from connect, or from the first byte of the next request on a
+  kept-alive connection, to the end of its headers; then closed;
+- a body timeout: from the end of the headers to the end of the body; then closed;
+- a refusal of any declared Content-Length over the limit (413) before the body is read,
+  and so before `Expect: 100-continue` is answered;
+- aiohttp's own parser errors (URL or header too long, control characters, unknown
+  method) answered in the JSON error shape, without echoing the request, and logged at
+  debug level in one line, not with a traceback each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine, InvalidHeader, LineTooLong
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from livecomments.config import Config
+from livecomments.edge.admission import AddressCounts, capped_address
+from livecomments.edge.errors import error_response
+from livecomments.strategies.signing import PATH, push_body_limit
+
+log = logging.getLogger(__name__)
+
+RawHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+
+_OVER_CAP_BODY = b'{"error":{"code":"too_many_connections","message":"too many connections: retry later"}}'
+OVER_CAP_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s" % (len(_OVER_CAP_BODY), _OVER_CAP_BODY)
+)
+REFUSED_LINGER = 1.0  # seconds a refused connection stays open, reading nothing
+# What a malformed request is told: fixed texts, never the request's own bytes.
+_PARSER_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (LineTooLong, "request line or header too long"),
+    (BadHttpMethod, "unknown method"),
+    (BadStatusLine, "malformed request line"),
+    (InvalidHeader, "malformed header"),
+)
+
+
+@dataclass
+class Edge:
+    """The limits of one listener, and its connections by client address."""
+
+    header_timeout: float
+    body_timeout: float
+    body_limit: int  # declared bodies over this get 413 unread
+    push_limit: int  # ... except the deliver endpoint's, which has its own limit
+    max_connections: int  # 0 = no cap
+    max_per_address: int  # 0 = no cap
+    counts: AddressCounts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = AddressCounts(self.max_connections, self.max_per_address)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Edge:
+        return cls(
+            header_timeout=config.header_timeout, body_timeout=config.body_timeout,
+            body_limit=config.body_limit, push_limit=push_body_limit(config.max_text, config.max_author),
+            max_connections=config.max_connections, max_per_address=config.max_connections_per_address,
+        )
+
+    def admit(self, address: str | None) -> bool:
+        """Count a connection from address (None: not capped per address), or refuse it."""
+        return self.counts.admit(address) is None
+
+    def release(self, address: str | None) -> None:
+        self.counts.release(address)
+
+
+class EdgeRequestHandler(RequestHandler):
+    """aiohttp's protocol with the caps and timeouts of the module docstring."""
+
+    __slots__ = ("_edge", "_counted", "_address", "_deadline", "_body")
+
+    def __init__(self, manager: web.Server, edge: Edge, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._edge = edge
+        self._counted = False  # while counted in the edge
+        self._address: str | None = None  # what it counts against, None for loopback
+        self._deadline: asyncio.TimerHandle | None = None
+        self._body: StreamReader | None = None  # a body arriving under the body timeout
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        address = capped_address(str(peer[0])) if isinstance(peer, tuple) else None
+        if not self._edge.admit(address):
+            log.debug("refused a connection from %s: connection cap reached", address)
+            self._refuse(cast(asyncio.Transport, transport))
+            return
+        self._counted, self._address = True, address
+        self._arm(self._edge.header_timeout)
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        """Answer 503 unread, and close a moment later: closing at once would make the request
+        the client is sending meet a closed socket, whose reset can discard the 503 unread."""
+        self._force_close = True  # aiohttp reads no request from this connection
+        transport.write(OVER_CAP_RESPONSE)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._loop.call_later(REFUSED_LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        requests = self._request_count
+        super().data_received(data)
+        if self._request_count != requests:  # headers of a request completed
+            self._disarm()
+            payload = self._messages[-1][1] if self._messages else None
+            if payload is not None and not payload.is_eof():
+                self._body = payload
+                self._arm(self._edge.body_timeout)
+        elif self._body is not None:
+            if self._body.is_eof():
+                self._disarm()
+        elif self._deadline is None and data and self._counted:
+            self._arm(self._edge.header_timeout)  # the first bytes of the next request
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        # Also called by realtime._release when a live stream leaves aiohttp for its Viewer.
+        self._disarm()
+        if self._counted:
+            self._edge.release(self._address)
+            self._counted = False
+        super().connection_lost(exc)
+
+    def close_unread(self) -> None:
+        """Close after this response instead of reading and discarding the rest of the body
+        for up to aiohttp's lingering time: for bodies refused unread."""
+        self._lingering_time = 0.0
+
+    def _arm(self, timeout: float) -> None:
+        self._disarm_timer()
+        self._deadline = self._loop.call_later(timeout, self._expire)
+
+    def _disarm(self) -> None:
+        self._disarm_timer()
+        self._body = None
+
+    def _disarm_timer(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        what = "body" if self._body is not None else "headers"
+        log.debug("closed a connection from %s: its %s did not arrive in time", self._address, what)
+        self._body = None
+        self.force_close()
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if status >= 500:  # a handler failed outside the error middleware: a bug, worth a traceback
+            log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+            if request.writer.output_size > 0:
+                raise ConnectionError("response already started")
+            resp = error_response(status, "internal", "internal server error")
+        else:
+            text = next((text for kind, text in _PARSER_ERRORS if isinstance(exc, kind)), "malformed request")
+            log.debug("refused a malformed request from %s: %s", request.remote, type(exc).__name__)
+            resp = error_response(status, "bad_request", text)
+        resp.force_close()
+        return resp
+
+
+class EdgeServer(web.Server):
+    """aiohttp's Server making EdgeRequestHandlers, with declared bodies checked first."""
+
+    def __init__(self, base: web.Server, edge: Edge) -> None:
+        super().__init__(
+            _refuse_declared_overflow(base.request_handler, edge), request_factory=base.request_factory,
+            handler_cancellation=base.handler_cancellation, loop=base._loop, **base._kwargs,
+        )
+        self._edge = edge
+
+    def __call__(self) -> RequestHandler:
+        return EdgeRequestHandler(self, self._edge, loop=self._loop, **self._kwargs)
+
+
+def _refuse_declared_overflow(handler: RawHandler, edge: Edge) -> RawHandler:
+    """Runs before routing, so before aiohttp answers `Expect: 100-continue`."""
+
+    async def guarded(request: BaseRequest) -> web.StreamResponse:
+        limit = edge.push_limit if request.path == PATH else edge.body_limit
+        if request.content_length is not None and request.content_length > limit:
+            close_unread(request)
+            return error_response(413, "body_too_large", f"body is over {limit} bytes")
+        return await handler(request)
+
+    return guarded
+
+
+def close_unread(request: BaseRequest) -> None:
+    """The request's body will not be read: end the connection after the response."""
+    if isinstance(request.protocol, EdgeRequestHandler):
+        request.protocol.close_unread()
+
+
+class EdgeRunner(web.AppRunner):
+    """An AppRunner whose connections go through EdgeRequestHandler."""
+
+    __slots__ = ("_edge",)
+
+    def __init__(self, app: web.Application, edge: Edge, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._edge = edge
+
+    async def _make_server(self) -> web.Server:
+        return EdgeServer(await super()._make_server(), self._edge)
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard one: every viewer holds a socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:  # some platforms cap it below the hard limit
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, e)
+            return soft
+        soft = hard
+    return soft

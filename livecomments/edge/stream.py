@@ -1,0 +1,217 @@
+"""Realtime role: the SSE stream (validate -> admit -> join -> backlog -> live)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+
+from livecomments.core import frames as sse
+from livecomments.core.hub import Hub
+from livecomments.core.viewer import Viewer
+from livecomments.edge.admission import StreamGate, busy_retry_ms, capped_address, fit_to_fd_limit
+from livecomments.edge.errors import error_response
+from livecomments.edge.keys import CONFIG, HUB, STORAGE
+from livecomments.errors import STORAGE_UNAVAILABLE, ApiError
+from livecomments.model import parse_seq, parse_video_id
+from livecomments.storage.base import Storage
+from livecomments.storage.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+STREAM_GATE = web.AppKey("stream_gate", StreamGate)
+TOO_MANY_STREAMS = "too_many_streams"
+PIECE = 64 * 1024  # bytes per catch-up write: a stalled peer is noticed after at most this much more
+
+# A peer that vanished without a FIN (Wi-Fi off) is dropped once unacknowledged data is this old.
+TCP_USER_TIMEOUT_MS = 30_000
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: do not buffer this response
+}
+
+
+def _resume_point(request: web.Request) -> int | None:
+    raw = request.headers.get("Last-Event-ID")
+    if raw is not None:
+        return parse_seq(raw.strip(), "Last-Event-ID")
+    raw = request.query.get("since")
+    return None if raw is None else parse_seq(raw, "since")
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    config, hub, gate = request.app[CONFIG], request.app[HUB], request.app[STREAM_GATE]
+    video_id = parse_video_id(request.match_info["video_id"])
+    since = _resume_point(request)
+    transport = request.transport
+    if transport is None:
+        raise ApiError(400, "client_gone", "the client closed the connection")
+    _set_user_timeout(transport.get_extra_info("socket"))
+    address = capped_address(request.remote)
+    refusal = gate.admit(address)  # counted from here: every path below ends in gate.leave
+    if refusal is not None:
+        return _turn_away(request, TOO_MANY_STREAMS, refusal, busy_retry_ms())
+    chunked = request.version >= HttpVersion11
+    viewer = Viewer(video_id, transport, chunked=chunked, max_buffer=config.viewer_buffer, gone=gate.leave,
+                    address=address)
+    try:
+        head = await hub.join(viewer)
+    except Exception as e:  # join raises only when storage cannot give the video's head
+        gate.leave(viewer)
+        log.warning("cannot stream %s: reading its head failed: %s", video_id, e)
+        return _turn_away(request, STORAGE_UNAVAILABLE, "comments cannot be read now", config.retry_ms)
+    except BaseException:
+        gate.leave(viewer)
+        raise
+    resp = web.StreamResponse(headers=SSE_HEADERS)
+    try:
+        last_sent = await _open(request, resp, viewer, head, since)
+    except StorageError as e:  # after the headers: end the stream, and the EventSource resumes from its last id
+        gate.leave(viewer)
+        log.warning("stream of %s ended: storage failed during its catch-up: %s", video_id, e)
+        return resp
+    except BaseException:
+        gate.leave(viewer)
+        raise
+    if viewer.dropped is not None:  # slow or shutdown while catching up: its transport is closing
+        gate.leave(viewer)
+        return resp
+    _release(request)
+    viewer.go_live(last_sent)
+    hub.counts.greet(viewer)
+    return resp
+
+
+async def _open(request: web.Request, resp: web.StreamResponse, viewer: Viewer, head: int, since: int | None) -> int:
+    """Start the response and send the backlog; returns the last seq sent."""
+    config = request.app[CONFIG]
+    if viewer.chunked:
+        resp.enable_chunked_encoding()
+    # aiohttp's protocol pauses (so resp.write waits) past half the viewer's bound: the
+    # other half is room for the seam's held frames and the first live ones.
+    viewer.transport.set_write_buffer_limits(high=config.viewer_buffer // 2)
+    await resp.prepare(request)
+    send = _Sender(resp, viewer, config.send_timeout)
+    if not await send([sse.retry_frame(config.retry_ms)]):
+        return head
+    return await _catch_up(send, request.app[STORAGE], request.app[HUB], viewer, head, since)
+
+
+async def stream_head(request: web.Request) -> web.StreamResponse:
+    """The stream's headers and nothing else: no body, no viewer, no watch."""
+    parse_video_id(request.match_info["video_id"])
+    _resume_point(request)
+    return web.StreamResponse(headers=SSE_HEADERS)
+
+
+def _turn_away(request: web.Request, code: str, message: str, retry_ms: int) -> web.Response:
+    """A stream that cannot be served now, answered so that its client comes back later
+    (see livecomments/edge/admission.py): an EventSource retries only a 200."""
+    headers = {"Retry-After": str(-(-retry_ms // 1000))}
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        body = sse.retry_frame(retry_ms) + sse.error_frame(code, message)
+        return web.Response(body=body, headers={**SSE_HEADERS, **headers})
+    resp = error_response(503, code, message)
+    resp.headers.update(headers)
+    return resp
+
+
+def _release(request: web.Request) -> None:
+    """Make aiohttp let go of a live stream's connection, which the Viewer takes next.
+
+    Keeping the handler waiting for the stream's end would keep aiohttp's request,
+    response, parser, timers and two tasks per open stream: ~10 KB each, against ~1.5 KB
+    for the transport and the Viewer. aiohttp has no call to hand a connection over, so
+    this is the trick: take the transport from its protocol, then tell that protocol the
+    connection is lost. It drops all of its per-connection state, and with no transport
+    it writes nothing more (its end-of-response write fails as a client disconnect would)
+    and closes nothing. tests/test_stream.py holds aiohttp to this.
+    """
+    protocol = request.protocol
+    protocol.transport = None
+    protocol.connection_lost(None)
+
+
+class _Sender:
+    """The handler's writes before the stream goes live, each bounded in memory and time.
+
+    Frames go out in pieces of about PIECE bytes; aiohttp's resp.write waits while the
+    transport holds more than half the viewer's bound (its protocol is paused past it),
+    and a wait longer than `timeout` cuts the viewer as slow. A stalled peer so costs at
+    most about `viewer_buffer`, and its handler ends within `timeout`, whatever the backlog.
+    """
+
+    def __init__(self, resp: web.StreamResponse, viewer: Viewer, timeout: float) -> None:
+        self.resp, self.viewer, self.timeout = resp, viewer, timeout
+
+    async def __call__(self, frames: list[bytes]) -> bool:
+        """Write frames in order; False if the viewer was cut instead (now, or meanwhile by the hub)."""
+        if self.viewer.dropped is not None:
+            return False
+        piece: list[bytes] = []
+        size = 0
+        for i, frame in enumerate(frames):
+            piece.append(frame)
+            size += len(frame)
+            if size >= PIECE or i == len(frames) - 1:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await self.resp.write(b"".join(piece))
+                except TimeoutError:
+                    self.viewer.drop("slow")
+                    return False
+                piece, size = [], 0
+        return True
+
+
+async def _catch_up(send: _Sender, storage: Storage, hub: Hub, viewer: Viewer, head: int, since: int | None) -> int:
+    """Send stored comments after `since`; returns the last seq sent. Live frames held
+    meanwhile by the viewer start at head+1, so the two overlap and never leave a gap."""
+    if since is None:
+        return head
+    if since > head:  # this server's feed lags storage, or the id is from a storage since replaced
+        stored = await storage.last_seq(viewer.video_id)
+        if since > stored:  # never reached: say so, and go on from now
+            await send([sse.reset_frame(stored + 1)])
+            return stored
+    last = since
+    while True:
+        frames = await hub.read_since(viewer.video_id, last, head)
+        if last == since and frames and frames[0][0] > since + 1:
+            if not await send([sse.reset_frame(frames[0][0])]):  # older comments are gone
+                return last
+        if last == since and not frames and since < head:  # retention removed all of since+1..head
+            await send([sse.reset_frame(head + 1)])
+            return head
+        if frames:
+            if not await send([frame[1] for frame in frames]):
+                return last
+            last = frames[-1][0]
+        # Done at a short page, or once the live frames held meanwhile join on.
+        held = viewer.held
+        if len(frames) < hub.backlog_limit or (held and held[0][0] <= last + 1):
+            return last
+
+
+def _set_user_timeout(sock: socket.socket | None) -> None:
+    if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT") and sock.family != socket.AF_UNIX:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
+
+
+async def stream_gate_ctx(app: web.Application) -> AsyncIterator[None]:
+    """After the hub's context: the gate takes admitted viewers out of the hub as they leave."""
+    config = app[CONFIG]
+    app[STREAM_GATE] = StreamGate(app[HUB].leave, max_streams=fit_to_fd_limit(config.max_streams),
+                                  max_per_address=config.max_streams_per_address)
+    yield
+
+
+def add_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(stream_gate_ctx)
+    app.router.add_get("/v1/videos/{video_id}/stream", stream, allow_head=False)
+    app.router.add_route("HEAD", "/v1/videos/{video_id}/stream", stream_head)

@@ -1,0 +1,83 @@
+"""Writer role: accept comments (store, then publish) and serve history pages."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import orjson
+from aiohttp import web
+from multidict import MultiMapping
+
+from livecomments.edge import cursor, moderation
+from livecomments.edge.auth import USER
+from livecomments.edge.keys import CONFIG, METRICS, STORAGE, STRATEGY
+from livecomments.edge.ratelimit import limit_post
+from livecomments.errors import ApiError, dumps
+from livecomments.model import parse_new_comment, parse_video_id
+
+MAX_KEY = 128
+
+
+async def post_comment(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    video_id = parse_video_id(request.match_info["video_id"])
+    await limit_post(request)  # after identity_middleware authenticated it, before the body is read
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the comment as application/json")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= MAX_KEY and key.isascii() and key.isprintable()):
+        raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_KEY} printable ASCII characters")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "body is not valid JSON") from None
+    user = request.get(USER)
+    if user is not None and isinstance(body, dict):  # the token names the author, never the body
+        body["author"] = user.author
+    new = parse_new_comment(video_id, body, max_text=config.max_text, max_author=config.max_author)
+    if user is not None:
+        new = replace(new, user=user.sub)  # kept for moderation (own deletes); never in the public JSON
+    await moderation.check_post(request, video_id, key)
+    comment = await request.app[STORAGE].add(new, key)
+    request.app[METRICS].stored.inc()
+    await request.app[STRATEGY].publish(comment)  # queued, never waits: realtime repairs what is lost
+    return web.json_response(comment.to_dict(), status=201, dumps=dumps)
+
+
+async def get_comments(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    video_id = parse_video_id(request.match_info["video_id"])
+    query = request.query
+    limit = _int_param(query, "limit", 50, 1, config.page_limit)
+    secret = cursor.signing_key(config.cursor_secret, request.app[STORAGE].cursor_secret)
+    given = [name for name in ("before", "after", "offset") if name in query]
+    if len(given) > 1:
+        raise ApiError(400, "conflicting_parameters", f"use only one of {', '.join(given)}")
+    before = cursor.decode(secret, video_id, query["before"]) if "before" in query else None
+    after = cursor.decode(secret, video_id, query["after"]) if "after" in query else None
+    # offset= is here to show why cursors win: it re-reads and skips `offset` rows,
+    # and rows inserted between pages shift it (duplicates on the next page).
+    offset = _int_param(query, "offset", 0, 0, 10**9)
+    comments = await request.app[STORAGE].page(
+        video_id, before=before, after=after, limit=limit, offset=offset
+    )
+    nxt = cursor.encode(secret, video_id, comments[-1].seq) if len(comments) == limit else None
+    body = {"comments": [c.to_dict() for c in comments], "next": nxt}
+    return web.json_response(body, dumps=dumps)
+
+
+def _int_param(query: MultiMapping[str], name: str, default: int, low: int, high: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10) or not low <= int(raw) <= high:
+        raise ApiError(400, f"invalid_{name}", f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/videos/{video_id}/comments", post_comment)
+    app.router.add_get("/v1/videos/{video_id}/comments", get_comments)
+    moderation.add_routes(app)
