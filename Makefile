@@ -39,7 +39,7 @@ test: system-deps $(VENV)/.test
 
 lint: $(VENV)/.test
 	$(PY) -m pip install -q -e '.[lint]'
-	$(PY) -m ruff check livecomments tests benchmarks
+	$(PY) -m ruff check livecomments tests
 	$(PY) -m mypy livecomments
 
 # The quick suite end to end (a few minutes); its reports go to benchmarks/scratch/, never results/.
@@ -48,9 +48,9 @@ bench: system-deps $(VENV)/.test
 	$(VENV)/bin/livecomments bench all --quick
 
 # The fault suite (not part of `make test`: ~4 min); its table goes to benchmarks/results/chaos.md.
-# `$(PY) -m benchmarks.chaos --quick` is the 1.5-minute version (its table goes to a temp dir).
+# `livecomments bench chaos --quick` is the 1.5-minute version (its table goes to benchmarks/scratch/).
 chaos: system-deps $(VENV)/.test
-	$(PY) -m benchmarks.chaos
+	$(VENV)/bin/livecomments bench chaos
 
 # The demo page at desktop and phone widths, and the cluster dashboard under load (headless Chromium) → docs/screenshots/*.png
 screenshots: system-deps $(VENV)/.test

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from livecomments.storage.base import MAX_PENDING_POSTS
 
 if TYPE_CHECKING:
-    from livecomments.brokers.base import Broker
+    from livecomments.brokers.base import Broker, CountsStore
     from livecomments.config import Config
     from livecomments.metrics import Metrics
     from livecomments.registry.base import Registry
@@ -97,16 +97,29 @@ def open_registry(url: str, self_url: str, ttl: float) -> Registry:
     return registry
 
 
+def open_counts_store(broker_url: str) -> CountsStore | None:
+    """Where pub/sub processes keep their viewer counts for the writers: beside a Redis broker
+    (hashes on the same Redis); nowhere beside the in-memory broker (one process, whose Hub knows)."""
+    broker = find("broker", broker_url)
+    if broker is None or broker.driver != "redis":
+        return None
+    from livecomments.brokers.redis_counts import RedisCountsStore
+
+    return RedisCountsStore(broker_url)
+
+
 def open_strategy(config: Config, metrics: Metrics) -> Strategy:
-    """The configured strategy; pub/sub ones on the configured broker, the dispatcher on its registry."""
+    """The configured strategy; pub/sub ones on the configured broker (and the counts store
+    beside it), the dispatcher on its registry."""
     if config.strategy == "broadcast":
         from livecomments.strategies.broadcast import BroadcastStrategy
 
-        return BroadcastStrategy(open_broker(config.broker), metrics)
+        return BroadcastStrategy(open_broker(config.broker), metrics, open_counts_store(config.broker))
     if config.strategy == "partitioned":
         from livecomments.strategies.partitioned import PartitionedStrategy
 
-        return PartitionedStrategy(open_broker(config.broker), metrics, config.partitions)
+        return PartitionedStrategy(open_broker(config.broker), metrics, config.partitions,
+                                   open_counts_store(config.broker))
     if config.strategy == "dispatcher":
         from livecomments.strategies.dispatcher import LOCAL, DispatcherStrategy
 

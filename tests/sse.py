@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -35,6 +36,7 @@ class Event:
 class SSEReader:
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self.resp = resp
+        self.opening: Event | None = None  # the first frame, once open_stream has read it
 
     def close(self) -> None:
         self.resp.close()
@@ -82,16 +84,20 @@ class SSEReader:
 
 async def open_stream(
     session: aiohttp.ClientSession, base: str, video: str, *, last_event_id: int | None = None,
-    timeout: float = 5.0,
+    since: int | None = None, headers: Mapping[str, str] | None = None, timeout: float = 5.0,
 ) -> SSEReader:
     """Open a stream and wait for its first frame (retry:), which the server writes only
-    after the viewer has joined: a barrier, so comments posted after this are seen."""
-    headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+    after the viewer has joined: a barrier, so comments posted after this are seen.
+    A resume point goes as Last-Event-ID (`last_event_id`) or as `?since=`; `.resp` is the answer."""
+    sent = dict(headers or {})
+    if last_event_id is not None:
+        sent["Last-Event-ID"] = str(last_event_id)
+    params = {} if since is None else {"since": str(since)}
     async with asyncio.timeout(timeout):
-        resp = await session.get(f"{base}/v1/videos/{video}/stream", headers=headers)
+        resp = await session.get(f"{base}/v1/videos/{video}/stream", headers=sent, params=params)
         _OPEN.setdefault(session, []).append(resp)
         assert resp.status == 200, await resp.text()
         reader = SSEReader(resp)
-        first = await reader.next(timeout)
-        assert first.retry is not None, first
+        reader.opening = await reader.next(timeout)
+        assert reader.opening.retry is not None, reader.opening
     return reader

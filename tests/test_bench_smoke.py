@@ -1,27 +1,54 @@
-"""Each benchmark at tiny size through `livecomments bench`, run as a user would: the installed
-command, from a directory that is not the checkout, so none of them can rot (speeds are not asserted)."""
+"""Each benchmark at tiny size through `livecomments bench`, run as a user would: an installed copy
+of the package (no checkout around it), from a directory that is not the checkout, so none of them
+can rot (speeds are not asserted)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+import livecomments
+
+PACKAGE = Path(livecomments.__file__).parent
 BLOCK_NUMPY = """
 import sys
 sys.modules["numpy"] = None  # as if the bench extra were not installed: import fails, find_spec is None
 from livecomments.cli import main
 main(sys.argv[1:], prog_name="livecomments")
 """
+Bench = Callable[..., subprocess.CompletedProcess[str]]
 
-def bench(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+
+def copy_package(into: Path) -> Path:
+    """The package's files under `into`, as pip puts them in site-packages; `into` goes first on
+    PYTHONPATH, ahead of the editable install of the checkout."""
+    shutil.copytree(PACKAGE, into / "livecomments", ignore=shutil.ignore_patterns("__pycache__"))
+    return into
+
+
+def run_bench(cwd: Path, site: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "livecomments", "bench", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout,
+        timeout=timeout, env={**os.environ, "PYTHONPATH": str(site)},
     )
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Bench:
+    """bench(*args, timeout=…) from tmp_path, with an installed copy of the package (no checkout)."""
+    site = copy_package(tmp_path / "site")
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return run_bench(tmp_path, site, *args, timeout=timeout)
+
+    return run
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> str:
@@ -29,8 +56,8 @@ def ok(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout
 
 
-def test_strategies_runs_outside_a_checkout_into_scratch(tmp_path: Path) -> None:
-    out = ok(bench(tmp_path, "strategies", "--quick", "--only", "partitioned", "--policy", "round-robin",
+def test_strategies_runs_outside_a_checkout_into_scratch(tmp_path: Path, bench: Bench) -> None:
+    out = ok(bench("strategies", "--quick", "--only", "partitioned", "--policy", "round-robin",
                    "--no-progress"))
     scratch = tmp_path / "livecomments-bench" / "scratch"  # no checkout here: the report goes beside it
     data = json.loads((scratch / "strategies.json").read_text())
@@ -44,14 +71,19 @@ def test_strategies_runs_outside_a_checkout_into_scratch(tmp_path: Path) -> None
     assert (scratch / "strategies.png").stat().st_size > 0
 
 
-def test_quick_run_never_touches_the_committed_results(tmp_path: Path) -> None:
-    results = tmp_path / "benchmarks" / "results"  # a checkout's committed reports
+def test_a_checkout_is_found_from_the_package_and_quick_runs_never_touch_its_results(tmp_path: Path) -> None:
+    repo = copy_package(tmp_path / "repo")  # a checkout: pyproject.toml and committed reports beside the package
+    (repo / "pyproject.toml").write_text("[project]\nname = 'livecomments'\n")
+    results = repo / "benchmarks" / "results"
     results.mkdir(parents=True)
     (results / "history.md").write_text("full-run figures")
-    ok(bench(tmp_path, "history", "--quick"))
+    elsewhere = tmp_path / "elsewhere"  # run from another directory: the reports still go to the checkout
+    elsewhere.mkdir()
+    ok(run_bench(elsewhere, repo, "history", "--quick"))
     assert (results / "history.md").read_text() == "full-run figures"
     assert sorted(p.name for p in results.iterdir()) == ["history.md"]
-    scratch = tmp_path / "benchmarks" / "scratch"
+    assert list(elsewhere.iterdir()) == []
+    scratch = repo / "benchmarks" / "scratch"
     assert "Run: quick" in (scratch / "history.md").read_text()
     rows = json.loads((scratch / "history.json").read_text())["rows"]
     assert {(r["depth"], r["method"]) for r in rows} == {
@@ -63,16 +95,16 @@ def test_quick_run_never_touches_the_committed_results(tmp_path: Path) -> None:
     assert (scratch / "history.png").stat().st_size > 0
 
 
-def test_write_smoke(tmp_path: Path) -> None:
-    ok(bench(tmp_path, "write", "--quick", "--out", str(tmp_path / "out")))
+def test_write_smoke(tmp_path: Path, bench: Bench) -> None:
+    ok(bench("write", "--quick", "--out", str(tmp_path / "out")))
     data = json.loads((tmp_path / "out" / "write.json").read_text())
     assert data["run"] == "quick"
     assert len(data["results"]) == 4 and all(r["failures"] == 0 and r["stored_per_s"] > 0 for r in data["results"])
     assert (tmp_path / "out" / "write.png").exists()
 
 
-def test_fanout_without_the_peer_skips_it_with_a_note(tmp_path: Path) -> None:
-    proc = bench(tmp_path, "fanout", "--viewers", "20", "--rates", "20", "--duration", "0.3", "--warmup", "0.1",
+def test_fanout_without_the_peer_skips_it_with_a_note(tmp_path: Path, bench: Bench) -> None:
+    proc = bench("fanout", "--viewers", "20", "--rates", "20", "--duration", "0.3", "--warmup", "0.1",
                  "--targets", "livecomments-adaptive,floor-tick20,peer", "--no-pin", "--out", str(tmp_path / "out"))
     out = ok(proc)
     assert "Traceback" not in proc.stderr
@@ -88,12 +120,12 @@ def test_fanout_without_the_peer_skips_it_with_a_note(tmp_path: Path) -> None:
     assert "| livecomments-adaptive | 20 |" in md and "peer skipped" in md
 
 
-def test_fanout_target_that_does_not_start_is_a_row_not_a_crash(tmp_path: Path) -> None:
+def test_fanout_target_that_does_not_start_is_a_row_not_a_crash(tmp_path: Path, bench: Bench) -> None:
     fake_peer = tmp_path / "livecomments-bench" / ".venv-peer" / "bin" / "python"  # installed, but broken
     fake_peer.parent.mkdir(parents=True)
     fake_peer.write_text("#!/bin/sh\necho 'peer: broken on purpose' >&2\nexit 3\n")
     fake_peer.chmod(0o755)
-    out = ok(bench(tmp_path, "fanout", "--viewers", "20", "--rates", "20", "--duration", "0.3", "--warmup", "0.1",
+    out = ok(bench("fanout", "--viewers", "20", "--rates", "20", "--duration", "0.3", "--warmup", "0.1",
                    "--targets", "peer,floor-tick20", "--no-pin", "--out", str(tmp_path / "out")))
     doc = json.loads((tmp_path / "out" / "fanout.json").read_text())
     peer, floor = doc["results"]
@@ -102,8 +134,8 @@ def test_fanout_target_that_does_not_start_is_a_row_not_a_crash(tmp_path: Path) 
     assert "| peer | 20 |" in (tmp_path / "out" / "fanout.md").read_text(), out
 
 
-def test_hotvideo_quick_compares_every_arrangement(tmp_path: Path) -> None:
-    proc = bench(tmp_path, "hotvideo", "--quick", "--out", str(tmp_path / "out"), timeout=90)
+def test_hotvideo_quick_compares_every_arrangement(tmp_path: Path, bench: Bench) -> None:
+    proc = bench("hotvideo", "--quick", "--out", str(tmp_path / "out"), timeout=90)
     out = ok(proc)
     assert "Traceback" not in proc.stderr
     doc = json.loads((tmp_path / "out" / "hotvideo.json").read_text())
@@ -126,8 +158,8 @@ def test_hotvideo_quick_compares_every_arrangement(tmp_path: Path) -> None:
     assert "wrote" in out
 
 
-def test_attacks_quick_reports_every_attack_socket_closed(tmp_path: Path) -> None:
-    out = ok(bench(tmp_path, "attacks", "--quick", "--out", str(tmp_path / "out"), timeout=180))
+def test_attacks_quick_reports_every_attack_socket_closed(tmp_path: Path, bench: Bench) -> None:
+    out = ok(bench("attacks", "--quick", "--out", str(tmp_path / "out"), timeout=180))
     md = (tmp_path / "out" / "attacks.md").read_text()
     assert "Run: quick" in md and "attacks with sockets left open: none" in md, md
     for attack in ("idle sockets", "trickled headers", "trickled bodies", "unsigned 4 MB pushes"):
@@ -135,15 +167,15 @@ def test_attacks_quick_reports_every_attack_socket_closed(tmp_path: Path) -> Non
     assert "wrote" in out
 
 
-def test_auth_cost_quick_prices_every_configuration(tmp_path: Path) -> None:
-    out = ok(bench(tmp_path, "auth-cost", "--quick", "--out", str(tmp_path / "out")))
+def test_auth_cost_quick_prices_every_configuration(tmp_path: Path, bench: Bench) -> None:
+    out = ok(bench("auth-cost", "--quick", "--out", str(tmp_path / "out")))
     md = (tmp_path / "out" / "auth_cost.md").read_text()
     assert "Run: quick" in md and "µs/post" in md and "one HS256 verification" in md, md
     assert "wrote" in out
 
 
 @pytest.mark.parametrize("command", ["strategies", "fanout", "hotvideo", "write", "history", "auth-cost", "attacks",
-                                     "all"])
+                                     "chaos", "all"])
 def test_missing_bench_extra_is_named_in_one_line(tmp_path: Path, command: str) -> None:
     proc = subprocess.run([sys.executable, "-c", BLOCK_NUMPY, "bench", command, "--quick"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
@@ -151,4 +183,10 @@ def test_missing_bench_extra_is_named_in_one_line(tmp_path: Path, command: str) 
     assert proc.stderr.splitlines() == [
         "Error: livecomments bench needs the bench extra: pip install 'livecomments[bench]' (numpy not installed)"
     ]
+    assert not (tmp_path / "livecomments-bench").exists()
+
+
+def test_chaos_refuses_an_unknown_strategy_before_starting_anything(tmp_path: Path, bench: Bench) -> None:
+    proc = bench("chaos", "--quick", "--only", "broadcast,gossip", timeout=60)
+    assert proc.returncode == 2 and "unknown ['gossip']" in proc.stderr, proc.stderr
     assert not (tmp_path / "livecomments-bench").exists()

@@ -3,8 +3,7 @@ lists it, and is refused by the browser itself when it does not."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -12,8 +11,8 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Page
 
-from tests.fixtures.browser import stored_comments
-from tests.fixtures.processes import LivecommentsProcess, free_port
+from tests.fixtures.processes import Spawn, free_port
+from tests.helpers import all_comments
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -54,9 +53,9 @@ async def page_origins() -> AsyncIterator[list[str]]:
 
 
 @pytest.fixture
-def api(spawn: Callable[..., LivecommentsProcess], tmp_path: Path, page_origins: list[str]) -> str:
+def api(spawn: Spawn, page_origins: list[str]) -> str:
     env = {"LIVECOMMENTS_RATE_LIMIT_PER_S": "0", "LIVECOMMENTS_CORS_ORIGINS": page_origins[0]}
-    return spawn("--storage", f"sqlite:///{tmp_path}/cors.db", env=env).url
+    return spawn(env=env).url
 
 
 async def test_an_allowed_origin_streams_and_posts(page: Page, page_origins: list[str], api: str) -> None:
@@ -75,4 +74,4 @@ async def test_a_disallowed_origin_can_neither_stream_nor_post(page: Page, page_
     await page.wait_for_function("window.result.streamError")
     await page.evaluate("post()")
     assert await page.evaluate("window.result") == {"open": False, "comments": [], "streamError": True, "post": "blocked"}
-    assert await stored_comments(http, api, "x") == []
+    assert await all_comments(http, api, "x") == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -11,8 +10,9 @@ from playwright.async_api import Browser, Page, expect
 
 from livecomments.edge.demo import CSP, DEMO_FILES
 from livecomments.tokens import mint
-from tests.fixtures.browser import post_comment, shown_seqs, stored_comments
-from tests.fixtures.processes import LivecommentsProcess
+from tests.fixtures.browser import shown_seqs
+from tests.fixtures.processes import Spawn
+from tests.helpers import all_comments, post
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -20,12 +20,12 @@ SECRET = "a-demo-secret-that-is-at-least-32-bytes-long"
 
 
 @pytest.fixture
-def serve(spawn: Callable[..., LivecommentsProcess], tmp_path: Path) -> Callable[..., str]:
+def serve(spawn: Spawn) -> Callable[..., str]:
     """serve(**env) -> base URL of a real server; rate limits off unless env sets them."""
 
     def start(**env: str) -> str:
         env = {"LIVECOMMENTS_RATE_LIMIT_PER_S": "0", **env}
-        return spawn("--storage", f"sqlite:///{tmp_path}/demo.db", env=env).url
+        return spawn(env=env).url
 
     return start
 
@@ -51,11 +51,11 @@ async def second_post_is_held(page: Page, user: str, refusal: str) -> None:
 async def test_a_comment_posted_by_another_client_shows_live(page: Page, http: aiohttp.ClientSession,
                                                              serve: Callable[..., str]) -> None:
     base = serve()
-    await post_comment(http, base, "v1", "before the page opened", author="early")
+    await post(http, base, "v1", "before the page opened", author="early")
     await open_video(page, base, "v1")
     await expect(page.locator("#comments .text")).to_have_text(["before the page opened"])
     markup = '<img src=x onerror="document.title=1"> & <b>bold</b>'
-    await post_comment(http, base, "v1", markup, author="<i>curl</i>")
+    await post(http, base, "v1", markup, author="<i>curl</i>")
     # shown as typed, never as markup
     await expect(page.locator("#comments .text")).to_have_text(["before the page opened", markup])
     await expect(page.locator("#comments .author")).to_have_text(["early", "<i>curl</i>"])
@@ -71,16 +71,16 @@ async def test_posting_through_the_form_stores_one_comment(page: Page, http: aio
     await page.click("#send")
     await expect(page.locator("#comments .text")).to_have_text(["hello from the form"])
     await expect(page.locator("#text-input")).to_have_value("")
-    stored = await stored_comments(http, base, "form")
+    stored = await all_comments(http, base, "form")
     assert [(c["author"], c["text"]) for c in stored] == [("Ana", "hello from the form")]
-    await post_comment(http, base, "form", "and one from elsewhere")  # the stream's copy of ours is not shown twice
+    await post(http, base, "form", "and one from elsewhere")  # the stream's copy of ours is not shown twice
     await expect(page.locator("#comments .text")).to_have_text(["hello from the form", "and one from elsewhere"])
 
 
 async def test_load_earlier_pages_by_cursor(page: Page, http: aiohttp.ClientSession, serve: Callable[..., str]) -> None:
     base = serve()
     for n in range(1, 61):
-        await post_comment(http, base, "long", f"comment {n}")
+        await post(http, base, "long", f"comment {n}")
     await open_video(page, base, "long")
     assert await shown_seqs(page) == list(range(11, 61))  # the newest page of 50
     await page.click("#load-earlier")
@@ -99,7 +99,7 @@ async def test_a_too_long_text_is_refused_inline_and_stores_nothing(page: Page, 
     await page.click("#send")
     await expect(page.locator("#post-error")).to_contain_text("max 20")
     await expect(page.locator("#text-input")).to_have_value("x" * 21)  # kept, to be shortened
-    assert await stored_comments(http, base, "short") == []
+    assert await all_comments(http, base, "short") == []
     assert await page.locator("#comments > li").count() == 0
 
 
@@ -148,7 +148,7 @@ async def test_a_moderator_deletes_and_every_viewer_drops_the_comment(page: Page
     base = serve(LIVECOMMENTS_AUTH_JWT_SECRET=SECRET)
     poster = mint(SECRET, "HS256", sub="cy")
     for text in ("keep me", "spam", "keep me too"):
-        await post_comment(http, base, "mod", text, token=poster)
+        await post(http, base, "mod", text, token=poster)
     viewer_context = await browser.new_context()
     try:
         viewer = await viewer_context.new_page()
@@ -160,8 +160,8 @@ async def test_a_moderator_deletes_and_every_viewer_drops_the_comment(page: Page
         await page.locator("#comments > li", has_text="spam").locator(".delete").click()
         for shown in (page, viewer):
             await expect(shown.locator("#comments .text")).to_have_text(["keep me", "keep me too"])
-        assert [c["text"] for c in await stored_comments(http, base, "mod")] == ["keep me", "keep me too"]
-        await post_comment(http, base, "mod", "after the delete", token=poster)  # the stream goes on past it
+        assert [c["text"] for c in await all_comments(http, base, "mod")] == ["keep me", "keep me too"]
+        await post(http, base, "mod", "after the delete", token=poster)  # the stream goes on past it
         await expect(viewer.locator("#comments .text")).to_have_text(["keep me", "keep me too", "after the delete"])
     finally:
         await viewer_context.close()
@@ -181,25 +181,25 @@ async def test_slow_mode_and_bans_are_explained_inline(page: Page, http: aiohttp
     await page.fill("#token-input", mint(SECRET, "HS256", sub="ed"))  # another user: not held by dan's wait
     await page.click("#send")
     await expect(page.locator("#post-error")).to_have_text("You are banned from commenting on this video.")
-    assert [c["text"] for c in await stored_comments(http, base, "slow")] == ["one"]
+    assert [c["text"] for c in await all_comments(http, base, "slow")] == ["one"]
 
 
 async def test_scrolled_up_reader_gets_a_new_marker_instead_of_a_jump(page: Page, http: aiohttp.ClientSession,
                                                                       serve: Callable[..., str]) -> None:
     base = serve()
     for n in range(1, 31):
-        await post_comment(http, base, "busy", f"comment {n}")
+        await post(http, base, "busy", f"comment {n}")
     await open_video(page, base, "busy")
     scroller = page.locator("#scroller")
     await scroller.evaluate("s => { s.scrollTop = 0; }")
     for n in (31, 32):
-        await post_comment(http, base, "busy", f"comment {n}")
+        await post(http, base, "busy", f"comment {n}")
     await expect(page.locator("#new-marker")).to_have_text("2 new comments ↓")
     assert await scroller.evaluate("s => s.scrollTop") == 0  # the reader stays where they were
     await page.click("#new-marker")
     await expect(page.locator("#new-marker")).to_be_hidden()
     assert await scroller.evaluate("s => s.scrollHeight - s.scrollTop - s.clientHeight < 2")
-    await post_comment(http, base, "busy", "comment 33")  # at the bottom: followed, no marker
+    await post(http, base, "busy", "comment 33")  # at the bottom: followed, no marker
     await expect(page.locator("#comments .text").last).to_have_text("comment 33")
     await expect(page.locator("#comments .text").last).to_be_in_viewport()
     await expect(page.locator("#new-marker")).to_be_hidden()
@@ -209,7 +209,7 @@ async def test_auth_streams_page_opens_the_video_once_a_token_is_given(page: Pag
                                                                        serve: Callable[..., str]) -> None:
     base = serve(LIVECOMMENTS_AUTH_JWT_SECRET=SECRET, LIVECOMMENTS_AUTH_STREAMS="true")
     token = mint(SECRET, "HS256", sub="fay", name="Fay")
-    await post_comment(http, base, "members", "members only", token=token)
+    await post(http, base, "members", "members only", token=token)
     await page.goto(f"{base}/demo/?video=members")
     await expect(page.locator("#conn")).to_have_attribute("data-state", "error")
     await expect(page.locator("#conn")).to_contain_text("Could not load comments")
@@ -217,7 +217,7 @@ async def test_auth_streams_page_opens_the_video_once_a_token_is_given(page: Pag
     await page.press("#token-input", "Enter")
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     await expect(page.locator("#comments .text")).to_have_text(["members only"])
-    await post_comment(http, base, "members", "streamed with ?access_token=", token=token)
+    await post(http, base, "members", "streamed with ?access_token=", token=token)
     await expect(page.locator("#comments .text")).to_have_text(["members only", "streamed with ?access_token="])
 
 
@@ -225,7 +225,7 @@ async def test_auth_streams_page_opens_the_video_once_a_token_is_given(page: Pag
 async def test_readable_at_phone_and_desktop_widths(browser: Browser, http: aiohttp.ClientSession,
                                                     serve: Callable[..., str], width: int) -> None:
     base = serve()
-    await post_comment(http, base, "w", "a-very-long-word-" * 12, author="someone-with-a-rather-long-name-indeed")
+    await post(http, base, "w", "a-very-long-word-" * 12, author="someone-with-a-rather-long-name-indeed")
     context = await browser.new_context(viewport={"width": width, "height": 800})
     try:
         page = await context.new_page()

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
-from pathlib import Path
 
 import aiohttp
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.fixtures.browser import post_comment, shown_seqs
-from tests.fixtures.processes import LivecommentsProcess, free_port
+from tests.fixtures.browser import shown_seqs
+from tests.fixtures.processes import Spawn, free_port
+from tests.helpers import post
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -24,18 +23,16 @@ RECORD_STATES = """() => {
 }"""
 
 
-async def test_restart_loses_and_doubles_nothing(page: Page, http: aiohttp.ClientSession, tmp_path: Path,
-                                                 spawn: Callable[..., LivecommentsProcess]) -> None:
-    port = str(free_port())
-    args = ("--port", port, "--storage", f"sqlite:///{tmp_path}/restart.db")
+async def test_restart_loses_and_doubles_nothing(page: Page, http: aiohttp.ClientSession, spawn: Spawn) -> None:
+    args = ("--port", str(free_port()))  # the test's SQLite file: the same after the restart
     env = {"LIVECOMMENTS_RATE_LIMIT_PER_S": "0"}
     server = spawn(*args, env=env)
     for n in range(1, 4):
-        await post_comment(http, server.url, "r", f"before {n}")
+        await post(http, server.url, "r", f"before {n}")
     await page.goto(f"{server.url}/demo/?video=r")
     conn = page.locator("#conn")
     await expect(conn).to_have_attribute("data-state", "live")
-    await post_comment(http, server.url, "r", "live 4")
+    await post(http, server.url, "r", "live 4")
     await expect(page.locator("#comments > li")).to_have_count(4)
     await page.evaluate(RECORD_STATES)
 
@@ -44,9 +41,9 @@ async def test_restart_loses_and_doubles_nothing(page: Page, http: aiohttp.Clien
     server = spawn(*args, env=env)  # same port, same SQLite file
     # posted while the page is still away (EventSource retries after `retry: 2000`): caught up on resume
     for n in range(5, 8):
-        await post_comment(http, server.url, "r", f"missed {n}")
+        await post(http, server.url, "r", f"missed {n}")
     await expect(conn).to_have_attribute("data-state", "live")
-    await post_comment(http, server.url, "r", "live 8")
+    await post(http, server.url, "r", "live 8")
     await expect(page.locator("#comments > li")).to_have_count(8)
     assert await shown_seqs(page) == list(range(1, 9))
     texts = await page.locator("#comments .text").all_text_contents()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -14,7 +13,8 @@ from click.testing import CliRunner
 from livecomments.cli import main
 from livecomments.config import ConfigError, load
 from tests.conftest import StartServer, make_config
-from tests.sse import SSEReader
+from tests.helpers import post_reply
+from tests.sse import open_stream
 
 ALLOWED = "https://app.example"
 OTHER = "https://evil.example"
@@ -55,28 +55,22 @@ async def test_real_answers_carry_allow_origin_errors_included(start_server: Sta
                                                                session: aiohttp.ClientSession) -> None:
     base = await start_server(cors_origins=(ALLOWED,), auth_jwt_secret=SECRET)
     token = jwt.encode({"sub": "ana", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
-    headers = {"Origin": ALLOWED, "Authorization": f"Bearer {token}"}
-    async with session.post(f"{base}/v1/videos/v1/comments", json={"text": "hi"}, headers=headers) as r:
-        assert r.status == 201
-        assert r.headers["Access-Control-Allow-Origin"] == ALLOWED
-        assert "Retry-After" in r.headers["Access-Control-Expose-Headers"]
-    async with session.post(f"{base}/v1/videos/v1/comments", json={"text": "hi"}, headers={"Origin": ALLOWED}) as r:
-        assert r.status == 401  # the page can read why
-        assert r.headers["Access-Control-Allow-Origin"] == ALLOWED
-        assert "WWW-Authenticate" in r.headers["Access-Control-Expose-Headers"]
+    r = await post_reply(session, base, "v1", "hi", author=None, token=token, headers={"Origin": ALLOWED})
+    assert r.status == 201
+    assert r.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert "Retry-After" in r.headers["Access-Control-Expose-Headers"]
+    r = await post_reply(session, base, "v1", "hi", author=None, headers={"Origin": ALLOWED})
+    assert r.status == 401  # the page can read why
+    assert r.headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert "WWW-Authenticate" in r.headers["Access-Control-Expose-Headers"]
 
 
 async def test_a_stream_from_an_allowed_origin(start_server: StartServer, session: aiohttp.ClientSession) -> None:
     base = await start_server(cors_origins=(ALLOWED,))
-    async with asyncio.timeout(10):
-        resp = await session.get(f"{base}/v1/videos/v1/stream", headers={"Origin": ALLOWED, "Last-Event-ID": "0"})
-        try:
-            assert resp.status == 200
-            assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED
-            assert resp.headers["Vary"] == "Origin"
-            assert (await SSEReader(resp).next()).retry is not None
-        finally:
-            resp.close()
+    stream = await open_stream(session, base, "v1", last_event_id=0, headers={"Origin": ALLOWED}, timeout=10)
+    assert stream.resp.headers["Access-Control-Allow-Origin"] == ALLOWED  # open_stream: a 200 with retry:
+    assert stream.resp.headers["Vary"] == "Origin"
+    stream.close()
 
 
 async def test_any_origin(start_server: StartServer, session: aiohttp.ClientSession) -> None:

@@ -6,14 +6,12 @@ import asyncio
 import re
 import subprocess
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
 import aiohttp
 import pytest
 
 from livecomments.benchmarks.common import parse_metrics
-from tests.fixtures.processes import LivecommentsProcess
+from tests.fixtures.processes import Spawn
 
 
 async def load(*args: str, timeout: float = 60.0) -> tuple[int, str, str]:
@@ -34,9 +32,9 @@ async def load(*args: str, timeout: float = 60.0) -> tuple[int, str, str]:
 
 @pytest.mark.timeout(90)
 async def test_load_posts_at_the_rate_shows_progress_and_ends_by_itself(
-    spawn: Callable[..., LivecommentsProcess], tmp_path: Path
+    spawn: Spawn,
 ) -> None:
-    server = spawn("--storage", f"sqlite:///{tmp_path}/load.db")
+    server = spawn()
     rc, out, err = await load("--url", server.url + "/", "--videos", "5", "--viewers", "30",
                               "--rate", "20", "--duration", "3")
     assert rc == 0, err

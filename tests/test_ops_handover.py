@@ -1,6 +1,6 @@
-"""The live-stream hand-off from aiohttp to the Viewer (realtime.py `_release`) relies on aiohttp
-internals. This pins what it must achieve, so an aiohttp upgrade that breaks it fails here: once
-a stream is live, its handler has returned and aiohttp no longer tracks the connection, while
+"""The live-stream hand-off from aiohttp to the Viewer (`let_go` in livecomments/edge/aiohttp_private.py)
+relies on aiohttp internals. This pins what it must achieve, so an aiohttp upgrade that breaks it fails
+here: once a stream is live, its handler has returned and aiohttp no longer tracks the connection, while
 the viewer still gets every comment. pyproject.toml caps aiohttp at the versions this passed on."""
 
 from __future__ import annotations

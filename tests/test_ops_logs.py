@@ -36,9 +36,9 @@ async def abort_mid_body(host: str, port: int, video: str) -> None:
     writer.close()
 
 
-async def test_clients_going_away_mid_request_log_no_error(spawn, tmp_path, session):
+async def test_clients_going_away_mid_request_log_no_error(spawn, session):
     # a small backlog_limit: catch-up is many reads and writes, so resets land between them
-    server = spawn("--storage", f"sqlite:///{tmp_path}/gone.db", "--backlog-limit", "5")
+    server = spawn("--backlog-limit", "5")
     host, port = server.url.removeprefix("http://").split(":")
     for _ in range(300):  # a backlog far larger than the socket buffers: catch-up writes meet the reset
         await post(session, server.url, "gone", "x" * 1500)
@@ -53,17 +53,14 @@ async def test_clients_going_away_mid_request_log_no_error(spawn, tmp_path, sess
     assert "Traceback" not in log and " ERROR " not in log, log[:3000]
 
 
-async def test_json_log_and_access_log(spawn, tmp_path, session):
-    server = spawn("--storage", f"sqlite:///{tmp_path}/access.db", "--log-format", "json", "--access-log",
-                   "--server-id", "lc-access")
+async def test_json_log_and_access_log(spawn, session):
+    server = spawn("--log-format", "json", "--access-log", "--server-id", "lc-access")
     async with session.get(f"{server.url}/healthz") as resp:
         assert resp.status == 200
     stream = await open_stream(session, server.url, "acc")  # its line is written when it goes live
-    async with session.post(f"{server.url}/v1/videos/acc/comments", json={"text": "hi", "author": "a"}) as resp:
-        assert resp.status == 201
+    await post(session, server.url, "acc", "hi", "a")
     assert (await stream.next_comment())["text"] == "hi"
-    async with session.post(f"{server.url}/v1/videos/acc/comments", json={"text": ""}) as resp:
-        assert resp.status == 422
+    await post(session, server.url, "acc", "", author=None, expect=422)
     stream.close()
     assert server.stop(signal.SIGTERM) == 0
     events = [json.loads(line) for line in server.log_path.read_text().splitlines()]  # every line is JSON
@@ -76,8 +73,8 @@ async def test_json_log_and_access_log(spawn, tmp_path, session):
             assert event["server_id"] == "lc-access" and event["duration_ms"] >= 0
 
 
-async def test_access_log_is_off_by_default(spawn, tmp_path, session):
-    server = spawn("--storage", f"sqlite:///{tmp_path}/quiet.db")
+async def test_access_log_is_off_by_default(spawn, session):
+    server = spawn()
     async with session.get(f"{server.url}/healthz") as resp:
         assert resp.status == 200
     assert server.stop(signal.SIGTERM) == 0

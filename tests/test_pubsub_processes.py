@@ -7,14 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from livecomments.strategies.partitioned import partition_of
-from tests.fixtures.processes import RedisProcess
+from tests.fixtures.processes import LivecommentsProcess, RedisProcess, Spawn, serve_args
 from tests.helpers import metric, post, status, until_metric, until_status
 from tests.sse import SSEReader, open_stream
 
@@ -24,12 +22,15 @@ V1 = "v1"
 V2 = next(f"v{i}" for i in range(2, 100) if partition_of(f"v{i}", PARTITIONS) != partition_of(V1, PARTITIONS))
 
 
-def start_system(spawn: Any, tmp_path: Path, strategy: str, broker: str, realtimes: int = 2,
-                 *extra: str) -> tuple[Any, list[Any]]:
-    common = ["--strategy", strategy, "--broker", broker, "--storage", f"sqlite:///{tmp_path}/shared.db",
-              "--partitions", str(PARTITIONS), *extra]
-    writer = spawn("--role", "writer", *common)
-    return writer, [spawn("--role", "realtime", "--unwatch-linger", "0.3", *common) for _ in range(realtimes)]
+def start_system(spawn: Spawn, strategy: str, broker: str, realtimes: int = 2,
+                 *extra: str) -> tuple[LivecommentsProcess, list[LivecommentsProcess]]:
+    """A writer and `realtimes` realtime processes over `broker`, sharing the test's SQLite file."""
+    def args(role: str, *more: str) -> list[str]:
+        return serve_args("--partitions", str(PARTITIONS), *more, *extra, role=role, strategy=strategy,
+                          transport=broker)
+
+    writer = spawn(*args("writer"))
+    return writer, [spawn(*args("realtime", "--unwatch-linger", "0.3")) for _ in range(realtimes)]
 
 
 async def assert_exactly(stream: SSEReader, seqs: list[int], sentinel: int) -> None:
@@ -40,9 +41,9 @@ async def assert_exactly(stream: SSEReader, seqs: list[int], sentinel: int) -> N
 
 @pytest.mark.parametrize("strategy", ["broadcast", "partitioned"])
 async def test_viewers_on_every_realtime_process_see_the_writers_comments(
-    strategy, spawn, redis_server, session, tmp_path,
+    strategy, spawn, redis_server, session,
 ):
-    writer, (rt1, rt2) = start_system(spawn, tmp_path, strategy, redis_server.url)
+    writer, (rt1, rt2) = start_system(spawn, strategy, redis_server.url)
     a1, a2 = [await open_stream(session, rt1.url, V1) for _ in range(2)]
     b1, b2 = await open_stream(session, rt2.url, V1), await open_stream(session, rt2.url, V2)
     for i in range(20):
@@ -73,8 +74,8 @@ def subscribe_calls(redis: RedisProcess) -> int:
     return 0
 
 
-async def test_partitioned_subscriptions_follow_viewers_without_churn(spawn, redis_server, session, tmp_path):
-    _, (rt,) = start_system(spawn, tmp_path, "partitioned", redis_server.url, 1)
+async def test_partitioned_subscriptions_follow_viewers_without_churn(spawn, redis_server, session):
+    _, (rt,) = start_system(spawn, "partitioned", redis_server.url, 1)
     videos = [f"w{i}" for i in range(12)]
     channels = {partition_of(v, PARTITIONS) for v in videos}
     streams = [await open_stream(session, rt.url, v) for v in videos]
@@ -100,9 +101,9 @@ async def test_partitioned_subscriptions_follow_viewers_without_churn(spawn, red
 
 @pytest.mark.parametrize("strategy", ["broadcast", "partitioned"])
 async def test_redis_killed_and_restarted_loses_and_duplicates_nothing(
-    strategy, spawn, redis_server, session, tmp_path,
+    strategy, spawn, redis_server, session,
 ):
-    writer, rts = start_system(spawn, tmp_path, strategy, redis_server.url)
+    writer, rts = start_system(spawn, strategy, redis_server.url)
     streams = [await open_stream(session, rt.url, V1) for rt in rts for _ in range(2)]
     posted: list[int] = []
 
@@ -149,10 +150,10 @@ def test_partition_is_the_same_in_processes_with_different_hash_seeds():
 
 async def test_a_single_lost_message_is_repaired_from_storage(spawn, redis_server, session, tmp_path):
     """A second writer whose publishes go nowhere stands in for a message the broker dropped."""
-    writer, (rt,) = start_system(spawn, tmp_path, "partitioned", redis_server.url, 1)
+    writer, (rt,) = start_system(spawn, "partitioned", redis_server.url, 1)
     dead = RedisProcess(tmp_path / "unused")  # a free port nobody listens on
-    lossy = spawn("--role", "writer", "--strategy", "partitioned", "--broker", dead.url,
-                  "--storage", f"sqlite:///{tmp_path}/shared.db", "--partitions", str(PARTITIONS))
+    lossy = spawn(*serve_args("--partitions", str(PARTITIONS), role="writer", strategy="partitioned",
+                              transport=dead.url))
     stream = await open_stream(session, rt.url, V1)
     await post(session, writer.url, V1)
     await post(session, lossy.url, V1)  # stored as seq 2, never published
@@ -164,10 +165,10 @@ async def test_a_single_lost_message_is_repaired_from_storage(spawn, redis_serve
 
 
 async def test_a_realtime_process_without_viewers_is_not_ready_while_redis_is_down(
-    spawn, redis_server, session, tmp_path
+    spawn, redis_server, session
 ):
     # Partitioned holds no channel until a viewer arrives; readiness must still follow the link.
-    _, rts = start_system(spawn, tmp_path, "partitioned", redis_server.url, realtimes=1)
+    _, rts = start_system(spawn, "partitioned", redis_server.url, realtimes=1)
     rt = rts[0]
     await until_status(session, f"{rt.url}/readyz", 200)
     redis_server.stop()
@@ -183,7 +184,7 @@ async def test_a_realtime_process_started_before_redis_streams_from_storage_unti
 ):
     redis = RedisProcess(tmp_path / "late-redis")  # its port is chosen; nothing listens there yet
     try:
-        writer, (rt,) = start_system(spawn, tmp_path, strategy, redis.url, 1, "--repair-interval", "0.3")
+        writer, (rt,) = start_system(spawn, strategy, redis.url, 1, "--repair-interval", "0.3")
         async with session.get(f"{rt.url}/readyz") as r:
             assert r.status == 503 and (await r.json())["reason"] == "broker_unavailable"  # balancers send viewers elsewhere
         assert await status(session, f"{rt.url}/healthz") == 200
@@ -203,8 +204,8 @@ async def test_a_realtime_process_started_before_redis_streams_from_storage_unti
 
 
 @pytest.mark.parametrize("strategy", ["broadcast", "partitioned"])
-async def test_viewers_keep_receiving_through_a_redis_outage(strategy, spawn, redis_server, session, tmp_path):
-    writer, (rt,) = start_system(spawn, tmp_path, strategy, redis_server.url, 1, "--repair-interval", "0.3")
+async def test_viewers_keep_receiving_through_a_redis_outage(strategy, spawn, redis_server, session):
+    writer, (rt,) = start_system(spawn, strategy, redis_server.url, 1, "--repair-interval", "0.3")
     stream = await open_stream(session, rt.url, V1)
     await post(session, writer.url, V1, text="before")
     await assert_exactly(stream, [], 1)
@@ -224,8 +225,8 @@ async def test_viewers_keep_receiving_through_a_redis_outage(strategy, spawn, re
     await assert_exactly(joined, [], 2)
 
 
-async def test_posts_are_acknowledged_at_once_while_redis_is_frozen(spawn, redis_server, session, tmp_path):
-    writer, (rt,) = start_system(spawn, tmp_path, "partitioned", redis_server.url, 1, "--repair-interval", "0.3")
+async def test_posts_are_acknowledged_at_once_while_redis_is_frozen(spawn, redis_server, session):
+    writer, (rt,) = start_system(spawn, "partitioned", redis_server.url, 1, "--repair-interval", "0.3")
     stream = await open_stream(session, rt.url, V1)
     await post(session, writer.url, V1)  # the writer's publishing link is up
     await assert_exactly(stream, [], 1)

@@ -6,6 +6,7 @@ import asyncio
 
 from livecomments.brokers.redis import RedisBroker
 from livecomments.strategies.partitioned import channel_of
+from tests.fixtures.processes import serve_args
 from tests.fixtures.redis_cluster import RedisCluster
 from tests.helpers import metric, post
 from tests.sse import open_stream
@@ -39,11 +40,9 @@ async def test_sharded_channels_spread_over_masters_in_order(redis_cluster):
         await pub.close()
 
 
-async def test_partitioned_strategy_end_to_end_over_the_cluster(redis_cluster, spawn, session, tmp_path):
-    common = ["--strategy", "partitioned", "--broker", redis_cluster.url, "--partitions", "0",
-              "--storage", f"sqlite:///{tmp_path}/shared.db"]
-    writer = spawn("--role", "writer", *common)
-    rt = spawn("--role", "realtime", *common)
+async def test_partitioned_strategy_end_to_end_over_the_cluster(redis_cluster, spawn, session):
+    writer, rt = (spawn(*serve_args("--partitions", "0", role=role, strategy="partitioned", transport=redis_cluster.url))
+                  for role in ("writer", "realtime"))
     videos = [f"cv{i}" for i in range(9)]  # one channel per video: lc:v:<id>, spread by slot
     streams = [await open_stream(session, rt.url, v) for v in videos]
     per_node = shard_channels(redis_cluster)

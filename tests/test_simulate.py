@@ -64,6 +64,7 @@ def test_cli_writes_report(tmp_path: Path) -> None:
     assert (tmp_path / "simulate.json").stat().st_size > 0
 
 
+@pytest.mark.timeout(300)  # eight real clusters one after another: minutes on a loaded 2-core machine
 async def test_agrees_with_strategy_benchmark() -> None:
     """The real cluster (redis + writer + 2 realtime servers) and the simulator on the same workload."""
     settings = strategies.Settings(

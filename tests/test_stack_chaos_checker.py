@@ -1,10 +1,10 @@
-"""The fault suite's checker (benchmarks/chaos/check.py) counts each kind of fault it reports:
+"""The fault suite's checker (livecomments/benchmarks/chaos/check.py) counts each kind of fault it reports:
 an all-zero table means something only if a broken run would not give one."""
 
 from __future__ import annotations
 
-from benchmarks.chaos.check import summarize
-from benchmarks.chaos.clients import Ack, Viewer
+from livecomments.benchmarks.chaos.check import summarize
+from livecomments.benchmarks.chaos.clients import Ack, Viewer
 
 STORED = {"a": {1: "p0-0", 2: "p0-1", 3: "p0-2", 4: "p1-0"}, "b": {1: "p1-1", 2: "p1-1"}}
 

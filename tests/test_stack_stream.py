@@ -6,32 +6,16 @@ than storage is told so in band. Each test uses its own videos: the stack is sha
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
 
 import aiohttp
 
-from tests.fixtures.raw_stream import RawStream
+from tests.fixtures.raw_stream import RawStream, stalled_stream
 from tests.fixtures.stack import MAX_TEXT, Stack, stacks_where
 from tests.helpers import metric, post, until_metric
 from tests.sse import Event, SSEReader, open_stream
 
 SLOW_CUT = "livecomments_slow_viewers_disconnected_total"
-
-
-async def stalled_request(base: str, path: str, headers: dict[str, str]) -> asyncio.StreamWriter:
-    """A GET from a client with a tiny receive window that will never read the answer."""
-    host, port = base.removeprefix("http://").split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small from the start
-    sock.setblocking(False)
-    async with asyncio.timeout(5):
-        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        _, writer = await asyncio.open_connection(sock=sock)
-        lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{lines}\r\n".encode())
-        await writer.drain()
-    return writer
 
 
 async def next_comment_or_reset(stream: SSEReader) -> Event:
@@ -119,11 +103,11 @@ async def test_a_stalled_viewer_resuming_far_back_is_cut_during_catch_up(
     for _ in range(120):  # ~6 MB: past loopback's kernel buffers
         await post(session, stack.writer_url, video, text)
     cut_before = await metric(session, url, SLOW_CUT)
-    slow = await stalled_request(url, f"/v1/videos/{video}/stream", {"Last-Event-ID": "0"})
+    slow = await stalled_stream(url, f"/v1/videos/{video}/stream", headers={"Last-Event-ID": "0"})
     try:
         await until_metric(session, url, SLOW_CUT, cut_before + 1, timeout=30)
     finally:
-        slow.transport.abort()
+        slow.close()
 
 
 async def test_a_resume_older_than_storage_gets_reset_then_the_oldest_kept(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
 
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from tests.fixtures.processes import sqlite_url
+from tests.fixtures.raw_stream import stalled_stream
 from tests.helpers import metric, post, until_metric
 from tests.sse import open_stream
 
@@ -97,16 +98,15 @@ async def test_since_query_parameter_resumes_too(start_server, session):
     base = await start_server()
     for i in range(5):
         await post(session, base, "q", f"{i}")
-    async with session.get(f"{base}/v1/videos/q/stream?since=3") as resp:
-        async with asyncio.timeout(5):
-            await resp.content.readuntil(b"\n\n")
-            assert b"id: 4\n" in await resp.content.readuntil(b"\n\n")
-            assert b"id: 5\n" in await resp.content.readuntil(b"\n\n")
+    stream = await open_stream(session, base, "q", since=3)
+    for seq in ("4", "5"):
+        event = await stream.next()
+        assert (event.event, event.id) == ("comment", seq)
 
 
 async def test_resume_point_older_than_storage_says_reset_in_band(start_server, session, tmp_path):
     db = tmp_path / "pruned.db"
-    base = await start_server(storage=f"sqlite:///{db}")
+    base = await start_server(storage=sqlite_url(db))
     for i in range(10):
         await post(session, base, "old", f"{i}")
     with sqlite3.connect(db) as conn:  # retention pruned the first five
@@ -130,7 +130,7 @@ async def test_resume_point_from_the_future_resets_to_now(start_server, session)
 async def test_resume_ahead_of_this_servers_feed_is_a_normal_resume(start_server, session, tmp_path):
     """Last-Event-ID names a seq storage holds but this server's feed has not brought yet:
     served like any resume, no reset and no duplicate."""
-    db = f"sqlite:///{tmp_path}/shared.db"
+    db = sqlite_url(tmp_path / "shared.db")
     realtime = await start_server(storage=db, repair_interval=60)  # no head check: only a gap repairs
     writer = await start_server(storage=db)  # same storage, its own broker: its comments never reach realtime
     watcher = await open_stream(session, realtime, "lag")
@@ -178,17 +178,7 @@ async def test_head_on_a_stream_validates_like_get(start_server, session):
 async def test_slow_viewer_is_cut_and_others_are_not_delayed(start_server, session):
     base = await start_server(viewer_buffer=64 * 1024)
     fast = await open_stream(session, base, "flood")
-    # A viewer that never reads, with a tiny receive window set before connecting.
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    host, port = base.split("//")[1].split(":")
-    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(b"GET /v1/videos/flood/stream HTTP/1.1\r\nHost: x\r\n\r\n")
-    await writer.drain()
-    async with asyncio.timeout(5):
-        await reader.readuntil(b"retry: 2000")
+    slow = await stalled_stream(base, "/v1/videos/flood/stream")  # joined, then never reads
     text = "x" * 2000
     n = 2600  # ~5 MB: past the kernel's socket buffers (tcp_wmem max 4 MiB) and the 64 KiB bound
 
@@ -196,13 +186,14 @@ async def test_slow_viewer_is_cut_and_others_are_not_delayed(start_server, sessi
         for _ in range(k):
             await post(session, base, "flood", text)
 
-    reading = asyncio.create_task(fast.comments(n, timeout=30))  # the fast viewer keeps up
-    await asyncio.gather(*(poster(n // 13) for _ in range(13)))
-    assert [c["seq"] for c in await reading] == list(range(1, n + 1))
-    assert await metric(session, base, "livecomments_slow_viewers_disconnected_total") == 1
-    assert await metric(session, base, "livecomments_connections") == 1
-    writer.close()
-    await writer.wait_closed()
+    try:
+        reading = asyncio.create_task(fast.comments(n, timeout=30))  # the fast viewer keeps up
+        await asyncio.gather(*(poster(n // 13) for _ in range(13)))
+        assert [c["seq"] for c in await reading] == list(range(1, n + 1))
+        assert await metric(session, base, "livecomments_slow_viewers_disconnected_total") == 1
+        assert await metric(session, base, "livecomments_connections") == 1
+    finally:
+        slow.close()
 
 
 async def test_counts_return_to_zero_after_viewers_leave(start_server, session):

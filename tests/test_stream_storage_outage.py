@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import metric, post, until_status
-from tests.sse import SSEReader, open_stream
+from tests.sse import open_stream
 
 
 async def test_a_stream_during_a_storage_outage_is_turned_away_so_that_it_comes_back(
@@ -18,15 +18,14 @@ async def test_a_stream_during_a_storage_outage_is_turned_away_so_that_it_comes_
     await post(session, base, "o", "before")
     own_postgres_server.halt()
     try:
-        async with session.get(f"{base}/v1/videos/o/stream", headers={"Accept": "text/event-stream"}) as r:
-            assert r.status == 200
-            stream = SSEReader(r)
-            assert (await stream.next(timeout=30)).retry == 2000
-            error = await stream.next()
-            assert error.event == "error" and error.json()["error"]["code"] == "storage_unavailable"
-            assert "127.0.0.1" not in error.data  # the driver's detail stays in the log
-            with pytest.raises(EOFError):
-                await stream.next()
+        stream = await open_stream(session, base, "o", headers={"Accept": "text/event-stream"}, timeout=30)
+        assert stream.opening is not None and stream.opening.retry == 2000  # and a 200
+        error = await stream.next()
+        assert error.event == "error" and error.json()["error"]["code"] == "storage_unavailable"
+        assert "127.0.0.1" not in error.data  # the driver's detail stays in the log
+        with pytest.raises(EOFError):
+            await stream.next()
+        stream.close()
         async with session.get(f"{base}/v1/videos/o/stream") as r:
             body = await r.json()
             assert (r.status, body["error"]["code"]) == (503, "storage_unavailable"), body
@@ -50,12 +49,12 @@ async def test_a_resume_whose_catch_up_storage_cannot_read_ends_cleanly_and_resu
     assert [c["seq"] for c in await watcher.comments(2)] == [1, 2]
     own_postgres_server.halt()
     try:
-        async with session.get(f"{base}/v1/videos/r/stream", headers={"Last-Event-ID": "0"}) as r:
-            assert r.status == 200  # joined from the known head; the backlog read then fails
-            stream = SSEReader(r)
-            assert (await stream.next(timeout=30)).retry == 2000
-            with pytest.raises(EOFError):  # a clean end, not an error page inside the stream
-                await stream.next(timeout=30)
+        # a 200: joined from the known head; the backlog read then fails
+        stream = await open_stream(session, base, "r", last_event_id=0, timeout=30)
+        assert stream.opening is not None and stream.opening.retry == 2000
+        with pytest.raises(EOFError):  # a clean end, not an error page inside the stream
+            await stream.next(timeout=30)
+        stream.close()
         assert await metric(session, base, "livecomments_connections") == 1  # the watcher only
     finally:
         own_postgres_server.resume()

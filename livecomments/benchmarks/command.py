@@ -1,7 +1,8 @@
 """`livecomments bench …`: every benchmark, from the installed package (livecomments/benchmarks/).
 
-A full run updates the committed reports (benchmarks/results/ of the checkout it runs in); --quick
-runs tiny sizes into a git-ignored scratch folder, so a smoke run never replaces real figures.
+A full run updates the committed reports (benchmarks/results/ of the checkout the package runs
+from, common.out_dir); --quick runs tiny sizes into a git-ignored scratch folder, so a smoke run
+never replaces real figures. `bench chaos` is the fault suite (chaos/).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _quick_option(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.group()
 def bench() -> None:
     """Measure strategies, fan-out, a hot video, writes, history paging, the cost of identity, attacks;
-    `bench all --quick` is the smoke suite."""
+    `bench all --quick` is the smoke suite; `bench chaos` is the fault suite."""
     missing = [name for name in BENCH_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         raise click.ClickException(f"{MISSING_EXTRA} ({', '.join(missing)} not installed)")
@@ -234,6 +235,26 @@ def auth_cost(posts: int, rounds: int, concurrency: int, quick: bool, out: Path 
         posts, rounds = 200, 1
     setups = ac.measure_all(posts, rounds, concurrency)
     click.echo(ac.write_report(setups, posts, rounds, concurrency, out_dir(quick, out), quick))
+
+
+@bench.command()
+@click.option("--only", multiple=True, help="strategies to run (repeatable or comma-separated) [default: all four]")
+@_quick_option
+@_out_option
+def chaos(only: tuple[str, ...], quick: bool, out: Path | None) -> None:
+    """The fault suite: per strategy a writer and two realtime processes on PostgreSQL over Redis
+    (etcd for the dispatcher), killed, stopped and frozen under viewers and posters; then every
+    viewer's comments are checked against storage (needs redis-server, etcd and PostgreSQL)."""
+    from livecomments.benchmarks.chaos import suite
+    from livecomments.benchmarks.common import out_dir
+
+    labels = [label for item in only for label in item.split(",") if label] or suite.LABELS
+    unknown = sorted(set(labels) - set(suite.LABELS))
+    if unknown:
+        raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(suite.LABELS)}", param_hint="--only")
+    _, passed = _run(suite.run(labels, quick, out_dir(quick, out), click.echo))
+    if not passed:
+        raise click.ClickException("the fault suite found faults: see the table")
 
 
 @bench.command("all")

@@ -17,8 +17,8 @@ import numpy as np
 
 from livecomments.ops.procs import RedisServer, free_port
 
-__all__ = ["Process", "bench_home", "cpu_seconds", "free_port", "out_dir", "parse_metrics", "percentiles", "raise_nofile",
-           "rss_bytes"]
+__all__ = ["Process", "bench_home", "checkout", "cpu_seconds", "free_port", "out_dir", "parse_metrics", "percentiles",
+           "raise_nofile", "rss_bytes"]
 NOFILE = 20_000
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -34,17 +34,30 @@ def raise_nofile(wanted: int = NOFILE) -> int:
 
 def out_dir(quick: bool, out: Path | None = None) -> Path:
     """Where a report goes unless --out says: a full run updates the committed benchmarks/results/
-    of the checkout it runs in; a quick run's figures are not comparable, so they go to a git-ignored
-    scratch folder beside it. Outside a checkout (an installed package) both live in ./livecomments-bench/."""
+    of the checkout the package runs from; a quick run's figures are not comparable, so they go to a
+    git-ignored scratch folder beside it. An installed copy (no checkout) writes both into
+    ./livecomments-bench/ of the current directory."""
     if out is not None:
         return out
     return bench_home() / ("scratch" if quick else "results")
 
 
+PACKAGE = Path(__file__).resolve().parents[1]  # the livecomments/ this code was imported from
+
+
+def checkout(package: Path = PACKAGE) -> Path | None:
+    """The checkout `package` (this livecomments/) sits in: its parent holds pyproject.toml and
+    benchmarks/results/ (a clone, or an editable install of one); None for an installed copy.
+    Found from where the code is, not from the current directory, so a run from anywhere updates
+    the reports of the code that ran."""
+    root = package.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "benchmarks" / "results").is_dir() else None
+
+
 def bench_home() -> Path:
-    """benchmarks/ of the checkout we run in (it has results/), else ./livecomments-bench."""
-    checkout = Path("benchmarks")
-    return checkout if (checkout / "results").is_dir() else Path("livecomments-bench")
+    """benchmarks/ of the checkout the package runs from, else ./livecomments-bench."""
+    root = checkout()
+    return root / "benchmarks" if root is not None else Path("livecomments-bench")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -1,4 +1,5 @@
-"""The broker seam: topic pub/sub between writer and realtime processes."""
+"""The broker seam: topic pub/sub between writer and realtime processes; and the store of
+viewer counts that may sit beside a broker, for the processes that hear no channel."""
 
 from __future__ import annotations
 
@@ -35,13 +36,21 @@ class Broker(Protocol):
     async def subscribe(self, *channels: str) -> None: ...
     async def unsubscribe(self, *channels: str) -> None: ...
 
-    async def put_counts(self, server: str, counts: dict[str, int], ttl: float) -> None:
-        """Realtime side: keep this process's viewer counts where count() finds them, for ttl
-        seconds unless written again (0: gone). For the processes that hear no channel."""
+    async def close(self) -> None: ...
+
+
+class CountsStore(Protocol):
+    """Viewer counts per (video, process), each expiring unless written again: what pub/sub
+    realtime processes tell each other on the channels, kept where a writer, which hears no
+    channel, can read a video's total. Best effort; the last write of a process wins."""
+
+    async def put(self, server: str, counts: dict[str, int], ttl: float) -> None:
+        """Realtime side: `server`'s viewers per video, for ttl seconds unless written again
+        (0: none there any more), in one round trip. Raises if they could not be written."""
         ...
 
-    async def count(self, video_id: str) -> int | None:
-        """The video's viewers summed over the processes' fresh counts; None: not kept here."""
+    async def total(self, video_id: str) -> int:
+        """The video's viewers summed over the processes whose count has not expired."""
         ...
 
     async def close(self) -> None: ...

@@ -36,12 +36,6 @@ class MemoryBroker:
     async def unsubscribe(self, *channels: str) -> None:
         self._channels.difference_update(channels)
 
-    async def put_counts(self, server: str, counts: dict[str, int], ttl: float) -> None:
-        pass  # one process: its Hub knows every count
-
-    async def count(self, video_id: str) -> int | None:
-        return None
-
     async def close(self) -> None:
         self._channels.clear()
         self._on_message = None

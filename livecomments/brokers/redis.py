@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 from collections.abc import Iterable
 
 from redis.crc import key_slot
 
-from livecomments.brokers import redis_counts
+from livecomments.backoff import backoff
 from livecomments.brokers.base import OnMessage, OnReset
 from livecomments.brokers.redis_link import (
     CONNECT_TIMEOUT,
@@ -37,10 +36,9 @@ HEALTH_INTERVAL = 1.0  # a link quiet this long gets a PING; 3x this without any
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
 
 
-def backoff(attempt: int) -> float:
-    """Equal jitter: half the exponential delay fixed, half random, so a fleet spreads out."""
-    delay = min(BACKOFF_MAX, BACKOFF_MIN * 2.0**attempt)
-    return delay / 2 + random.uniform(0, delay / 2)
+def reconnect_backoff(failures: int) -> float:
+    """Seconds before the next attempt: equal jitter between BACKOFF_MIN and BACKOFF_MAX."""
+    return backoff(failures, BACKOFF_MIN, BACKOFF_MAX)
 
 
 class RedisBroker:
@@ -53,7 +51,7 @@ class RedisBroker:
     def __init__(self, url: str) -> None:
         self._sharded = url.startswith("redis+cluster://")
         self._conn_class, self._conn_kwargs = connection_kwargs(url, COMMAND_TIMEOUT)
-        self._publisher = RedisPublisher(url, self._sharded, COMMAND_TIMEOUT, backoff)
+        self._publisher = RedisPublisher(url, self._sharded, COMMAND_TIMEOUT, reconnect_backoff)
         self._sub_cmd, self._unsub_cmd = ("SSUBSCRIBE", "SUNSUBSCRIBE") if self._sharded else (
             "SUBSCRIBE", "UNSUBSCRIBE")
         self._on_message: OnMessage = lambda channel, data: None
@@ -91,14 +89,6 @@ class RedisBroker:
     async def publish(self, channel: str, data: bytes) -> None:
         """Queued, sent in call order in the background: returns at once."""
         self._publisher.publish(channel, data)
-
-    async def put_counts(self, server: str, counts: dict[str, int], ttl: float) -> None:
-        async with asyncio.timeout(COMMAND_TIMEOUT):
-            await redis_counts.put_counts(self._publisher.client, server, counts, ttl)
-
-    async def count(self, video_id: str) -> int | None:
-        async with asyncio.timeout(COMMAND_TIMEOUT):
-            return await redis_counts.count(self._publisher.client, video_id)
 
     async def subscribe(self, *channels: str) -> None:
         """Returns once Redis confirmed every channel; raises (holding none of the new ones) if not."""
@@ -236,7 +226,7 @@ class RedisBroker:
                     log.warning("%s; reconnecting", reason)
                 self._ready, self._connecting, self._reason, lost = False, False, reason, True
                 await self._close_session(BrokerUnavailable(reason))
-                await asyncio.sleep(backoff(attempt))
+                await asyncio.sleep(reconnect_backoff(attempt))
                 attempt += 1
                 self._connecting = True
 

@@ -13,7 +13,7 @@ Once per `viewers_interval` one task of the Hub:
    one frame and writes it to its viewers like a comment. A video whose total is unchanged
    costs no per-viewer work.
 
-A newcomer is told the current total at once (see Hub.join), without waiting for a change.
+A newcomer is told the current total at once (`greet`, as its stream goes live), without waiting for a change.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import math
 import secrets
 
 from livecomments.core import frames as sse
-from livecomments.core.video import VideoState
+from livecomments.core.video import Video, Videos
 from livecomments.core.viewer import NOT_LIVE, Viewer
-from livecomments.strategies.base import Strategy
+from livecomments.strategies.base import CountsShare, ViewerCountExchange
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +37,18 @@ REGISTRY = ""  # the server key of the totals a registry returned: the registry 
 
 
 class ViewerCounts:
-    """Runs on the loop; `videos` is the Hub's own table of watched videos."""
+    """Runs on the loop. Reads the table of watched videos (their viewers), changes nothing
+    of it; shares and learns the counts through the strategy's ViewerCountExchange."""
 
-    def __init__(self, strategy: Strategy, videos: dict[str, VideoState], interval: float) -> None:
-        self._strategy = strategy
+    def __init__(self, exchange: ViewerCountExchange, videos: Videos, interval: float) -> None:
+        self._sharing = exchange
         self._videos = videos
         self._interval = interval
         self.server = secrets.token_hex(6)  # a restarted process is a new server: the old counts expire
         self._remote: dict[str, dict[str, tuple[int, float]]] = {}  # video -> server -> (count, expires)
         self._shared: dict[str, int] = {}  # local counts as last shared (never 0)
         self._asked: set[str] = set()  # videos another process has just started watching
+        self._shown: dict[Video, int] = {}  # the total each video's viewers were last sent
         self._tick = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -62,7 +64,7 @@ class ViewerCounts:
         if self._shared:
             try:
                 async with asyncio.timeout(GOODBYE_TIMEOUT):
-                    await self._strategy.share_counts(self.server, dict.fromkeys(self._shared, 0), [], [], 0.0)
+                    await self._sharing.share_counts(CountsShare(self.server, dict.fromkeys(self._shared, 0)))
             except Exception as e:
                 log.warning("withdrawing the viewer counts at close failed: %s", e)
             self._shared.clear()
@@ -82,8 +84,8 @@ class ViewerCounts:
 
     def total(self, video_id: str, now: float | None = None) -> int:
         """The video's viewers here (as of now) and elsewhere (as last heard)."""
-        state = self._videos.get(video_id)
-        local = 0 if state is None else len(state.viewers)
+        video = self._videos.get(video_id)
+        local = 0 if video is None else len(video.viewers)
         remote = self._remote.get(video_id)
         if not remote:
             return local
@@ -97,13 +99,13 @@ class ViewerCounts:
     def greet(self, viewer: Viewer) -> None:
         """A newcomer learns the count as it goes live (after its backlog and held frames). The
         others learn of the change on the next tick; a lone viewer is the only one to tell."""
-        state = self._videos.get(viewer.video_id)
-        if state is None or viewer.dropped is not None:
+        video = self._videos.get(viewer.video_id)
+        if video is None or viewer.dropped is not None:
             return
         total = self.total(viewer.video_id)
         viewer.send(sse.viewers_frame(viewer.video_id, total))
-        if len(state.viewers) == 1:
-            state.viewers_shown = total
+        if len(video.viewers) == 1:
+            self._shown[video] = total
 
     async def _run(self) -> None:
         while True:
@@ -116,14 +118,14 @@ class ViewerCounts:
             self._tick += 1
 
     async def _exchange(self) -> None:
-        local = {video_id: len(state.viewers) for video_id, state in self._videos.items()}
+        local = {video.video_id: len(video.viewers) for video in self._videos}
         everything = self._tick % REFRESH_TICKS == 0
         asked, self._asked = self._asked, set()
         changed = {v: n for v, n in local.items() if n and (everything or v in asked or self._shared.get(v) != n)}
         changed.update((v, 0) for v in self._shared if not local.get(v))
         fresh = [v for v, n in local.items() if n and v not in self._shared]
-        ttl = EXPIRE_TICKS * self._interval
-        others = await self._strategy.share_counts(self.server, changed, fresh, list(local), ttl)
+        share = CountsShare(self.server, changed, fresh, list(local), EXPIRE_TICKS * self._interval)
+        others = await self._sharing.share_counts(share)
         for video_id, n in changed.items():
             if n:
                 self._shared[video_id] = n
@@ -139,15 +141,19 @@ class ViewerCounts:
                 self._remote[video_id] = {s: e for s, e in servers.items() if e[1] > now}
 
     def _show(self) -> None:
-        """Tell the viewers of every video whose total changed: one frame per video, shared."""
+        """Tell the viewers of every video whose total changed: one frame per video, shared.
+        Keyed by the row, not the id: a video gone and back is a new row, told afresh."""
         now = asyncio.get_running_loop().time()
-        for video_id, state in self._videos.items():
-            total = self.total(video_id, now)
-            if total == state.viewers_shown or not state.viewers:
+        shown, self._shown = self._shown, {}
+        for video in self._videos:
+            total = self.total(video.video_id, now)
+            if total == shown.get(video, -1) or not video.viewers:
+                if video in shown:
+                    self._shown[video] = shown[video]
                 continue
-            state.viewers_shown = total
-            plain = sse.viewers_frame(video_id, total)
+            self._shown[video] = total
+            plain = sse.viewers_frame(video.video_id, total)
             chunked = sse.chunk(plain)
-            for viewer in state.viewers:
+            for viewer in video.viewers:
                 if viewer.after != NOT_LIVE:  # live; one still joining is greeted with the total as it goes live
                     viewer.write(chunked if viewer.chunked else plain)

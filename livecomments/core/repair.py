@@ -1,89 +1,99 @@
-"""The Hub's storage side of delivery: what a realtime process did not receive is read back.
+"""The head check: what a realtime process did not receive is found even when no later
+comment reveals it.
 
-A seq jump is repaired at once; a periodic head check (every `repair_interval`, one batched
-storage call) finds what no later comment revealed: the last comment of a burst lost by the
-broker, by a push, or in a writer's publish queue. The same check polls storage for videos
-the strategy cannot deliver now (broker link down, registry lease lost). One repair per
-video at a time, not one per viewer; comments arriving meanwhile are held, then drained in
-seq order.
+Every `repair_interval`, one batched storage call reads the heads of the videos a lost
+comment could hide in; a video whose head is past what this process delivered lost
+something (the broker, a push, a writer's publish queue, a killed writer) and is repaired
+(core/sequencer.py: one read per video, not per viewer). The same check polls storage for
+the videos the strategy cannot deliver now (broker link down, registry lease lost), and its
+tick is when failed watches are retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from typing import Protocol
 
-from livecomments.core.video import VideoState
-from livecomments.core.viewer import Frame, build_frame
-from livecomments.metrics import Metrics
+from livecomments.core.video import Video, Videos
 from livecomments.storage.base import Storage
 from livecomments.strategies.base import Strategy
 
 log = logging.getLogger(__name__)
 
-REPAIR_RETRY = 1.0  # seconds between storage reads while a gap cannot be repaired
 ACTIVE_TICKS = 15  # a video with a comment or a join within this many head-check ticks is checked every tick
 SWEEP_TICKS = 10  # and every video on every this-many-th tick, so a quiet video's lost comment is found too
 
 
-class Repairs:
-    """Mixed into the Hub, whose state and delivery it uses; runs on the loop."""
+class Feed(Protocol):
+    """The video's ordered feed (core/sequencer.py Sequencer)."""
 
-    _videos: dict[str, VideoState]
-    _storage: Storage
-    _strategy: Strategy
-    _metrics: Metrics
-    _backlog_limit: int
-    _repair_interval: float
-    _tick: int
-    _checker: asyncio.TimerHandle | None
-    _check: asyncio.Task[None] | None
-    _emit: Callable[[VideoState, Frame, float], None]
-    _drain: Callable[[str, VideoState], None]
+    def position(self, video: Video) -> int | None: ...
+    def repairing(self, video: Video) -> bool: ...
+    def repair(self, video: Video) -> None: ...
 
-    def resync(self) -> None:
-        """The broker link or the registry lease came back: anything may have been lost
-        while it was down, and a video served from storage can be watched again."""
-        for video_id, state in self._videos.items():
-            state.wake.set()
-            if state.last_seq is not None:  # else still joining: its head is read after the watch
-                self._start_repair(video_id, state)
 
-    def _start_repair(self, video_id: str, state: VideoState) -> None:
-        if state.repair is None:
-            state.repair = asyncio.create_task(self._repair(video_id, state))
-        else:  # a running repair may have read storage before what made us look
-            state.rescan = True
+class Watches(Protocol):
+    """The videos' lifecycle (core/lifecycle.py Lifecycle)."""
 
-    # -- the head check --------------------------------------------------
+    def watched(self, video: Video) -> bool: ...
+    def retry_watches(self) -> None: ...
+
+
+class HeadCheck:
+    """Runs on the loop: one timer, and at most one storage call in flight (a slow storage
+    is not piled on)."""
+
+    def __init__(
+        self, videos: Videos, storage: Storage, strategy: Strategy, feed: Feed, watches: Watches,
+        interval: float,
+    ) -> None:
+        self._videos = videos
+        self._storage = storage
+        self._strategy = strategy
+        self._feed = feed
+        self._watches = watches
+        self._interval = interval
+        self._timer: asyncio.TimerHandle | None = None
+        self._check: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self._interval, self._on_tick)
+
+    def stop(self) -> list[asyncio.Task[None]]:
+        """Stop the timer and cancel a check in flight; the caller awaits the tasks returned."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._check is None:
+            return []
+        self._check.cancel()
+        return [self._check]
 
     def _on_tick(self) -> None:
-        self._tick += 1
-        self._checker = asyncio.get_running_loop().call_later(self._repair_interval, self._on_tick)
-        if self._strategy.ready:  # a watch that failed is tried again: one timer for all, not one per video
-            for state in self._videos.values():
-                if not state.watched and state.viewers:
-                    state.wake.set()
-        if self._check is None:  # one batched read at a time: a slow storage is not piled on
-            due = self._due()
+        tick = self._videos.advance()
+        self._timer = asyncio.get_running_loop().call_later(self._interval, self._on_tick)
+        self._watches.retry_watches()
+        if self._check is None:
+            due = self._due(tick)
             if due:
                 self._check = asyncio.create_task(self._check_heads(due))
 
-    def _due(self) -> list[str]:
+    def _due(self, tick: int) -> list[str]:
         """Videos a lost comment could hide in: every one while the strategy cannot deliver
         (degraded) or on every SWEEP_TICKS-th tick, else those not watched or active within
         ACTIVE_TICKS (a comment arrived, a viewer joined). Videos being repaired look anyway."""
-        everything = not self._strategy.ready or self._tick % SWEEP_TICKS == 0
-        recent = self._tick - ACTIVE_TICKS
+        everything = not self._strategy.ready or tick % SWEEP_TICKS == 0
+        recent = tick - ACTIVE_TICKS
+        feed, watches = self._feed, self._watches
         return [
-            video_id for video_id, s in self._videos.items()
-            if s.last_seq is not None and s.repair is None and (everything or not s.watched or s.touched >= recent)
+            v.video_id for v in self._videos
+            if feed.position(v) is not None and not feed.repairing(v)
+            and (everything or not watches.watched(v) or v.touched >= recent)
         ]
 
     async def _check_heads(self, video_ids: list[str]) -> None:
         """One storage call for every due video; a video whose head is past what this
-        process delivered lost something (broker, push, publisher queue): repair it."""
+        process delivered lost something: repair it."""
         try:
             heads = await self._storage.last_seqs(video_ids)
         except Exception as e:
@@ -92,50 +102,9 @@ class Repairs:
         finally:
             self._check = None
         for video_id, head in heads.items():
-            state = self._videos.get(video_id)
-            if state is not None and state.last_seq is not None and head > state.last_seq:
-                self._start_repair(video_id, state)
-
-    async def _repair(self, video_id: str, state: VideoState) -> None:
-        """One catch-up per video (not per viewer): read what is missing, then drain.
-        A failed read is retried, so held comments never wait for a later comment."""
-        while True:
-            try:
-                await self._catch_up(video_id, state)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("repair of %s failed, retrying: %s", video_id, e)
-                await asyncio.sleep(REPAIR_RETRY)
+            video = self._videos.get(video_id)
+            if video is None:
                 continue
-            if not state.rescan:
-                break
-            state.rescan = False
-        state.repair = None
-        self._drain(video_id, state)
-
-    async def _catch_up(self, video_id: str, state: VideoState) -> None:
-        while True:
-            assert state.last_seq is not None
-            before = state.last_seq
-            held_before = {c.seq for c in state.held}  # committed before the read below began
-            missing = await self._storage.since(video_id, before, self._backlog_limit)
-            arrived = {c.seq for c in state.held}  # came by the broker: not a repair
-            for comment in missing:
-                if comment.seq == state.last_seq + 1:
-                    if comment.seq not in arrived:
-                        self._metrics.gaps_repaired.inc()
-                    state.last_seq = comment.seq
-                    self._emit(state, build_frame(comment), comment.created_at)
-            if len(missing) == self._backlog_limit:
-                continue
-            pending = [c.seq for c in state.held if c.seq > state.last_seq]
-            if pending and min(pending) > state.last_seq + 1:
-                # seq is assigned under the video's head lock, so a read that began after a comment
-                # was committed holds every seq below it, unless retention removed them: only then
-                # skip. A comment that arrived during the read may be newer than its snapshot: read again.
-                if state.last_seq == before and min(pending) in held_before:  # storage lacks them: go on, say so
-                    log.warning("%s: seq %d..%d not in storage", video_id, before + 1, min(pending) - 1)
-                    state.last_seq = min(pending) - 1
-                continue
-            return
+            last = self._feed.position(video)
+            if last is not None and head > last:
+                self._feed.repair(video)

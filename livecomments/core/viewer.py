@@ -10,7 +10,7 @@ from livecomments.core import frames as sse
 from livecomments.model import Comment
 
 # (seq, SSE bytes): built once, shared by every viewer and every resume. The HTTP chunk
-# framing is added once per fan-out write (hub._fanout), which may join several frames.
+# framing is added once per fan-out write (core/fanout.py), which may join several frames.
 Frame = tuple[int, bytes]
 
 NOT_LIVE = sys.maxsize  # `after` of a viewer not (or no longer) written by the fan-out's hot path

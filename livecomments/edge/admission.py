@@ -4,12 +4,14 @@ Why: every open stream holds a file descriptor, and nothing else bounds how many
 client opens. At the fd limit (`ulimit -n`) accept() fails for every connection, so /healthz,
 POSTs and the metrics scrape go unanswered. Streams are therefore capped below that limit:
 
-- `max_streams` (default 10,000) per process, lowered at start (saying so in one line) to
-  leave FD_HEADROOM descriptors (1,024, at most a quarter of the limit) free under the soft
-  open files limit, which `livecomments serve` first raises to the hard one (edge.py; systemd
-  hands services 1,024 soft and 524,288 hard): room for health checks, posts, storage, the
-  broker and the listeners. 10,000 viewers is what one process fans out to well within the
-  latency target (benchmarks/results/fanout.md); more belong on more processes.
+- `max_streams` (default 10,000) per process. With the connection cap (server.py) it is
+  lowered at start, saying so in one line, to leave FD_HEADROOM descriptors (1,024, at most a
+  quarter of the limit) free under the soft open files limit, which `livecomments serve`
+  first raises to the hard one (server.py; systemd hands services 1,024 soft and 524,288
+  hard): room for storage, the broker, the registry, the listeners and refused connections.
+  When both caps do not fit in the rest, they share it in the proportion configured (see
+  `fit_caps`). 10,000 viewers is what one process fans out to well within the latency
+  target (benchmarks/results/fanout.md); more belong on more processes.
 - `max_streams_per_address` (default 100; 0 = no cap). A browser opens at most 6 HTTP/1.1
   connections per origin, so 100 covers a household or an office behind one NAT many times
   over, while one client cannot take a process's streams. Loopback peers are not capped per
@@ -31,17 +33,22 @@ carry `Retry-After`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import random
 import resource
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from livecomments.config import Config
 from livecomments.core.viewer import Viewer
 
 log = logging.getLogger(__name__)
 
-FD_HEADROOM = 1024  # descriptors kept free of streams (at most a quarter of the limit)
+FD_HEADROOM = 1024  # descriptors kept free of streams and connections (at most a quarter of the limit)
+DEFAULT_CONNECTIONS = 4096  # what max_connections 0 ("no cap") asks for at least
+REFUSING_UNLIMITED = 1024  # refused connections lingering at once, when the open files are unlimited
 BUSY_RETRY_MS = (20_000, 40_000)  # what a refused EventSource waits before it tries again
 
 
@@ -62,16 +69,55 @@ def capped_address(host: str | None) -> str | None:
     return None if ip.is_loopback else str(ip)
 
 
-def fit_to_fd_limit(max_streams: int) -> int:
-    """The stream cap that leaves the headroom free under the soft open files limit."""
+@dataclass(frozen=True)
+class FdCaps:
+    """The caps on what holds a descriptor, as they fit the open files limit."""
+
+    streams: int  # open SSE streams per process
+    connections: int  # connections aiohttp handles at once, per listener
+    refusing: int  # connections answered 503 and lingering (server.py), per listener
+    soft: int  # the open files limit they were fitted to (0: unlimited)
+    headroom: int  # descriptors left to everything else
+
+
+def fit_caps(max_streams: int, max_connections: int, listeners: int, soft: int) -> FdCaps:
+    """Caps that leave the headroom free under a soft limit of `soft` descriptors.
+
+    Streams and connections share what is left; a stream in its catch-up counts in both,
+    so they are not let to add up past it. Over it, each gets its configured share of it.
+    `max_connections` 0 ("no cap") asks for what the streams leave, at least DEFAULT_CONNECTIONS.
+    """
+    if soft <= 0:
+        return FdCaps(max_streams, max_connections, REFUSING_UNLIMITED, 0, 0)
+    headroom = min(FD_HEADROOM, soft // 4)
+    budget = max(1 + listeners, soft - headroom)
+    want = max_connections or max(budget - max_streams, DEFAULT_CONNECTIONS)
+    if max_streams + listeners * want <= budget:
+        streams, connections = max_streams, want
+    else:
+        connections = max(1, budget * want // (max_streams + listeners * want))
+        streams = max(1, min(max_streams, budget - listeners * connections))
+    return FdCaps(streams, connections, max(1, headroom // (4 * listeners)), soft, headroom)
+
+
+@functools.cache
+def _fitted(max_streams: int, max_connections: int, listeners: int) -> FdCaps:
+    """Cached: one process fits its caps once, and says so once (its listeners ask alike)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return max_streams
-    fits = max(1, soft - min(FD_HEADROOM, soft // 4))
-    if fits < max_streams:
-        log.warning("max_streams %d lowered to %d to fit the open files limit (ulimit -n %d)", max_streams, fits, soft)
-        return fits
-    return max_streams
+    caps = fit_caps(max_streams, max_connections, listeners, 0 if soft == resource.RLIM_INFINITY else soft)
+    if (caps.streams, caps.connections) != (max_streams, max_connections):
+        log.warning("caps fitted to the open files limit (ulimit -n %d): max_streams %d -> %d, max_connections "
+                    "%d -> %d%s; %d descriptors kept for storage, the broker, the listeners and health checks",
+                    caps.soft, max_streams, caps.streams, max_connections, caps.connections,
+                    " per listener" if listeners > 1 else "", caps.headroom)
+    return caps
+
+
+def fitted_caps(config: Config) -> FdCaps:
+    """The caps of config fitted to this process's open files limit (raise it first)."""
+    # Pushes arrive on a listener of their own when internal_port is set (app.serve sets it then).
+    listeners = 2 if config.internal_port and config.strategy == "dispatcher" and config.serves_realtime else 1
+    return _fitted(config.max_streams, config.max_connections, listeners)
 
 
 class StreamGate:

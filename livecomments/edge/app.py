@@ -24,7 +24,7 @@ from livecomments.edge.auth import AUTHENTICATOR, identity_middleware
 from livecomments.edge.clientaddr import TRUSTED_PROXIES
 from livecomments.edge.errors import error_middleware
 from livecomments.edge.keys import CONFIG, HUB, METRICS, METRICS_GATHER, SERVER_ID, STORAGE, STRATEGY
-from livecomments.edge.ratelimit import rate_limit_ctx
+from livecomments.edge.ratelimit import RATE_LIMIT_UNAVAILABLE, RATE_LIMITER, rate_limit_ctx
 from livecomments.edge.server import Edge, EdgeRunner, raise_fd_limit
 from livecomments.errors import STORAGE_UNAVAILABLE, link_down_code, not_ready_body
 from livecomments.logs import setup_logging
@@ -48,7 +48,14 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[SERVER_ID] = config.server_id
+    # Every component's cleanup context, in startup order (unwound in reverse): storage, the
+    # strategy, the hub (realtime: it watches through the strategy) and the stream gate that admits
+    # its viewers, the writer's rate limits. (A worker of `serve --workers` adds its metrics socket.)
     app.cleanup_ctx.extend([storage_ctx, strategy_ctx])
+    if config.serves_realtime:
+        app.cleanup_ctx.extend([hub_ctx, realtime.stream_gate_ctx])
+    if config.serves_writer:
+        app.cleanup_ctx.append(rate_limit_ctx)
     _add_identity(app, config)
     app.on_response_prepare.append(add_served_by)
     if config.serves_realtime:
@@ -70,12 +77,11 @@ def _add_identity(app: web.Application, config: Config) -> None:
     """Tokens, rate limits, trusted proxies and CORS (auth.py, ratelimit.py, clientaddr.py, cors.py)."""
     verifier = load_verifier(config.auth_jwt_secret, config.auth_jwt_public_key)
     if verifier is not None:
-        app[AUTHENTICATOR] = Authenticator(verifier, audience=config.auth_jwt_audience, issuer=config.auth_jwt_issuer)
+        app[AUTHENTICATOR] = Authenticator(verifier, audience=config.auth_jwt_audience, issuer=config.auth_jwt_issuer,
+                                           leeway=config.auth_jwt_leeway, max_author=config.max_author)
     elif config.serves_writer:
         log.warning("posting is open: no auth_jwt_secret or auth_jwt_public_key, anyone may post as anyone")
     app[TRUSTED_PROXIES] = parse_networks(config.trusted_proxies)
-    if config.serves_writer:
-        app.cleanup_ctx.append(rate_limit_ctx)
     if config.cors_origins:
         cors.install(app, config.cors_origins)
 
@@ -110,29 +116,38 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def strategy_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The strategy. A writer-only process starts it here: it publishes and never listens. A
+    realtime process starts it in hub_ctx, once there is a hub to deliver to. Closed last,
+    after the hub: nothing the hub does at close (unwatch, a last count) finds it gone."""
     config = app[CONFIG]
     strategy = app[STRATEGY] = open_strategy(config, app[METRICS])
-    hub = None
-    if config.serves_realtime:
-        hub = app[HUB] = Hub(
-            app[STORAGE], strategy, app[METRICS], backlog_limit=config.backlog_limit,
-            linger=config.unwatch_linger, ping_interval=config.ping_interval,
-            repair_interval=config.repair_interval,
-            batch_ms=config.batch_ms, batch_adaptive=config.batch_adaptive,
-            batch_hot=config.batch_hot, viewers_interval=config.viewers_interval,
-        )
-        await strategy.start(hub.deliver, hub.resync, hub.counts.on_counts)
-        hub.start()
-    else:
+    if not config.serves_realtime:
         await strategy.start(None, lambda: None)
     yield
-    if hub is not None:
-        await hub.close()
     await strategy.close()
 
 
+async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The realtime side's hub, on the storage and the strategy opened before it. The strategy
+    starts listening here, delivering to the hub; the hub's timers start once it does. At
+    cleanup every timer and task of the hub stops before the strategy closes."""
+    config, strategy = app[CONFIG], app[STRATEGY]
+    hub = app[HUB] = Hub(
+        app[STORAGE], strategy, app[METRICS], backlog_limit=config.backlog_limit,
+        linger=config.unwatch_linger, ping_interval=config.ping_interval,
+        repair_interval=config.repair_interval,
+        batch_ms=config.batch_ms, batch_adaptive=config.batch_adaptive,
+        batch_hot=config.batch_hot, viewers_interval=config.viewers_interval,
+    )
+    await strategy.start(hub.deliver, hub.resync, hub.counts.on_counts)
+    hub.start()
+    yield
+    await hub.close()
+
+
 async def close_streams(app: web.Application) -> None:
-    """End every stream at shutdown, so open SSE connections do not hold it for shutdown_timeout."""
+    """on_shutdown: end every stream (what batching holds is sent first), so open SSE
+    connections do not hold the shutdown for shutdown_timeout. The hub closes later, in hub_ctx."""
     app[HUB].close_viewers()
 
 
@@ -152,6 +167,11 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response(body, status=503)
     if request.app[CONFIG].serves_writer and not await request.app[STORAGE].healthy():  # posts cannot be stored
         body = not_ready_body(STORAGE_UNAVAILABLE, "storage cannot store comments", expose=request.app[CONFIG].expose_errors)
+        return web.json_response(body, status=503)
+    limiter = request.app.get(RATE_LIMITER)
+    if limiter is not None and await limiter.refusing():  # fail-closed limits, store down: every post gets 503
+        body = not_ready_body(RATE_LIMIT_UNAVAILABLE, "the rate-limit store cannot be reached and "
+                              "rate_limit_fail_open is off: posts are refused", expose=request.app[CONFIG].expose_errors)
         return web.json_response(body, status=503)
     return web.json_response({"status": "ready"})
 

@@ -4,6 +4,8 @@ Refusals cost the sender, not this process: the signature headers are checked (p
 well-formed, fresh) before a byte of the body is read, a declared Content-Length over the
 limit is refused unread, and a body that does not arrive within READ_TIMEOUT is dropped.
 Only then is the HMAC checked over the body, and a replay refused: 401, nothing delivered.
+What passes is parsed (all or nothing: 400) and handed to the strategy (`receive`), which
+counts it as received and delivers it through the same door as a broker message.
 
 Where it listens: `serve()` gives a dispatcher realtime process a listener of its own for
 this endpoint, off the public port: `internal_port`, or a free port on the same host when
@@ -21,7 +23,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from livecomments.edge.keys import CONFIG, HUB, METRICS
+from livecomments.edge.keys import CONFIG, STRATEGY
 from livecomments.edge.server import close_unread
 from livecomments.errors import ApiError
 from livecomments.model import Comment
@@ -76,11 +78,7 @@ def handler(app: web.Application) -> Callable[[web.Request], Awaitable[web.Respo
         if problem:
             raise ApiError(401, "unauthorized", problem)
         comments = _parse(body)  # all or nothing: parsed before anything is delivered
-        metrics, hub = app[METRICS], app[HUB]
-        metrics.received.inc(len(comments))
-        metrics.received_bytes.inc(len(body))
-        for comment in comments:
-            hub.deliver(comment)
+        app[STRATEGY].receive(comments, len(body))
         return web.Response(status=204)
 
     return deliver

@@ -3,15 +3,22 @@
 aiohttp bounds what a request may hold once it runs (client_max_size) and how long an
 idle keep-alive connection stays (keepalive_timeout), but nothing between accept and a
 parsed request, and nothing while a body trickles in. `EdgeRunner` is an AppRunner whose
-protocol (`EdgeRequestHandler`, a RequestHandler subclass: aiohttp has no hook for this)
-adds, per connection:
+protocol (`EdgeRequestHandler`, a RequestHandler subclass: aiohttp has no hook for this;
+every aiohttp internal it touches is in aiohttp_private.py) adds, per connection:
 
 - a cap on connections per process and per client address, counted while aiohttp holds
-  them: a live stream leaves the count once realtime.py hands it to its Viewer (the
-  per-stream caps are admission.py's). Past a cap the connection gets a fixed 503 and is
-  closed before anything is read, so health checks and posts keep room while one
-  address floods. Loopback peers are not capped per address, as in admission.py: there
-  sit the local proxy, through which every client arrives, and load generators;
+  them: a live stream leaves the count once stream.py hands it to its Viewer (the
+  per-stream caps are admission.py's). The per-process cap is fitted at start, with the
+  stream cap, to the open files limit (admission.fitted_caps: the descriptors left once
+  storage, the broker and the listeners have theirs), so accept() does not fail first.
+  At the cap a new connection takes the place of the connection idle longest (kept alive
+  between requests, or connected and silent), which is closed, as nginx reuses its idle
+  keep-alive connections: idle connections cannot keep health checks and posts out.
+  Only when every connection is busy, or past the per-address cap, does the new one get a
+  fixed 503, closed before anything is read (and at once, not after REFUSED_LINGER, past
+  FdCaps.refusing of them), so health checks and posts keep room while one address
+  floods. Loopback peers are not capped per address, as in admission.py: there sit the
+  local proxy, through which every client arrives, and load generators;
 - a header timeout: from connect, or from the first byte of the next request on a
   kept-alive connection, to the end of its headers; then closed;
 - a body timeout: from the end of the headers to the end of the body; then closed;
@@ -27,24 +34,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine, InvalidHeader, LineTooLong
 from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from livecomments.config import Config
-from livecomments.edge.admission import AddressCounts, capped_address
+from livecomments.edge.admission import AddressCounts, capped_address, fitted_caps
+from livecomments.edge.aiohttp_private import Protocol, ProtocolServer, RawHandler, ServerRunner
 from livecomments.edge.errors import error_response
 from livecomments.strategies.signing import PATH, push_body_limit
 
 log = logging.getLogger(__name__)
-
-RawHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
 _OVER_CAP_BODY = b'{"error":{"code":"too_many_connections","message":"too many connections: retry later"}}'
 OVER_CAP_RESPONSE = (
@@ -71,39 +75,53 @@ class Edge:
     push_limit: int  # ... except the deliver endpoint's, which has its own limit
     max_connections: int  # 0 = no cap
     max_per_address: int  # 0 = no cap
+    max_refusing: int = 64  # refused connections lingering at once; past it they are closed at once
     counts: AddressCounts = field(init=False)
+    refusing: int = field(init=False, default=0)
+    # Counted connections with no request under way, the one idle longest first.
+    idle: dict[EdgeRequestHandler, None] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.counts = AddressCounts(self.max_connections, self.max_per_address)
 
     @classmethod
     def from_config(cls, config: Config) -> Edge:
+        caps = fitted_caps(config)  # max_connections as it fits the open files limit
         return cls(
             header_timeout=config.header_timeout, body_timeout=config.body_timeout,
             body_limit=config.body_limit, push_limit=push_body_limit(config.max_text, config.max_author),
-            max_connections=config.max_connections, max_per_address=config.max_connections_per_address,
+            max_connections=caps.connections, max_per_address=config.max_connections_per_address,
+            max_refusing=caps.refusing,
         )
 
     def admit(self, address: str | None) -> bool:
-        """Count a connection from address (None: not capped per address), or refuse it."""
-        return self.counts.admit(address) is None
+        """Count a connection from address (None: not capped per address), or refuse it.
+        At the per-process cap, the connection idle longest is closed to make room."""
+        refused = self.counts.admit(address)
+        if refused == "total" and self.idle:
+            oldest = next(iter(self.idle))
+            log.debug("closed an idle connection from %s for a new one: connection cap reached", oldest.address)
+            oldest.reclaim()
+            refused = self.counts.admit(address)
+        return refused is None
 
     def release(self, address: str | None) -> None:
         self.counts.release(address)
 
 
-class EdgeRequestHandler(RequestHandler):
+class EdgeRequestHandler(Protocol):
     """aiohttp's protocol with the caps and timeouts of the module docstring."""
 
-    __slots__ = ("_edge", "_counted", "_address", "_deadline", "_body")
+    __slots__ = ("_edge", "_counted", "address", "_deadline", "_body", "_in_flight")
 
     def __init__(self, manager: web.Server, edge: Edge, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._edge = edge
         self._counted = False  # while counted in the edge
-        self._address: str | None = None  # what it counts against, None for loopback
+        self.address: str | None = None  # what it counts against, None for loopback
         self._deadline: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None  # a body arriving under the body timeout
+        self._in_flight = 0  # requests whose headers arrived and whose handler has not returned
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -113,49 +131,75 @@ class EdgeRequestHandler(RequestHandler):
             log.debug("refused a connection from %s: connection cap reached", address)
             self._refuse(cast(asyncio.Transport, transport))
             return
-        self._counted, self._address = True, address
+        self._counted, self.address = True, address
+        self._edge.idle[self] = None  # connected and silent: reclaimable until its first byte
         self._arm(self._edge.header_timeout)
 
     def _refuse(self, transport: asyncio.Transport) -> None:
         """Answer 503 unread, and close a moment later: closing at once would make the request
-        the client is sending meet a closed socket, whose reset can discard the 503 unread."""
-        self._force_close = True  # aiohttp reads no request from this connection
+        the client is sending meet a closed socket, whose reset can discard the 503 unread.
+        Past `max_refusing` lingering, closed at once: a flood must not hold descriptors."""
+        self.read_nothing()
         transport.write(OVER_CAP_RESPONSE)
         if transport.can_write_eof():
             transport.write_eof()
-        self._loop.call_later(REFUSED_LINGER, transport.close)
+        edge = self._edge
+        edge.refusing += 1
+
+        def close() -> None:
+            edge.refusing -= 1
+            transport.close()
+
+        self.loop.call_later(REFUSED_LINGER if edge.refusing <= edge.max_refusing else 0.0, close)
 
     def data_received(self, data: bytes) -> None:
-        requests = self._request_count
+        requests = self.requests_parsed()
         super().data_received(data)
-        if self._request_count != requests:  # headers of a request completed
+        if self._counted and data:
+            self._edge.idle.pop(self, None)  # a request is under way: not reclaimable until it is handled
+        if self.requests_parsed() != requests:  # headers of a request completed
+            self._in_flight += self.requests_parsed() - requests
             self._disarm()
-            payload = self._messages[-1][1] if self._messages else None
-            if payload is not None and not payload.is_eof():
-                self._body = payload
+            body = self.pending_body()
+            if body is not None:
+                self._body = body
                 self._arm(self._edge.body_timeout)
         elif self._body is not None:
             if self._body.is_eof():
                 self._disarm()
+                self._idle_if_done()  # the rest of a body its handler left unread
         elif self._deadline is None and data and self._counted:
             self._arm(self._edge.header_timeout)  # the first bytes of the next request
 
+    def request_done(self) -> None:
+        """A request's handler returned: with nothing else under way, the connection is idle."""
+        self._in_flight -= 1
+        self._idle_if_done()
+
+    def _idle_if_done(self) -> None:
+        if self._counted and not self._in_flight and self._deadline is None:
+            self._edge.idle[self] = None
+
+    def reclaim(self) -> None:
+        """Close this idle connection now, for a new one to take its place in the count."""
+        self._uncount()
+        self.force_close()
+
     def connection_lost(self, exc: BaseException | None) -> None:
-        # Also called by realtime._release when a live stream leaves aiohttp for its Viewer.
+        # Also called by aiohttp_private.let_go when a live stream leaves aiohttp for its Viewer.
         self._disarm()
-        if self._counted:
-            self._edge.release(self._address)
-            self._counted = False
+        self._uncount()
         super().connection_lost(exc)
 
-    def close_unread(self) -> None:
-        """Close after this response instead of reading and discarding the rest of the body
-        for up to aiohttp's lingering time: for bodies refused unread."""
-        self._lingering_time = 0.0
+    def _uncount(self) -> None:
+        if self._counted:
+            self._edge.idle.pop(self, None)
+            self._edge.release(self.address)
+            self._counted = False
 
     def _arm(self, timeout: float) -> None:
         self._disarm_timer()
-        self._deadline = self._loop.call_later(timeout, self._expire)
+        self._deadline = self.loop.call_later(timeout, self._expire)
 
     def _disarm(self) -> None:
         self._disarm_timer()
@@ -169,7 +213,7 @@ class EdgeRequestHandler(RequestHandler):
     def _expire(self) -> None:
         self._deadline = None
         what = "body" if self._body is not None else "headers"
-        log.debug("closed a connection from %s: its %s did not arrive in time", self._address, what)
+        log.debug("closed a connection from %s: its %s did not arrive in time", self.address, what)
         self._body = None
         self.force_close()
 
@@ -189,29 +233,29 @@ class EdgeRequestHandler(RequestHandler):
         return resp
 
 
-class EdgeServer(web.Server):
+def edge_server(base: web.Server, edge: Edge) -> web.Server:
     """aiohttp's Server making EdgeRequestHandlers, with declared bodies checked first."""
 
-    def __init__(self, base: web.Server, edge: Edge) -> None:
-        super().__init__(
-            _refuse_declared_overflow(base.request_handler, edge), request_factory=base.request_factory,
-            handler_cancellation=base.handler_cancellation, loop=base._loop, **base._kwargs,
-        )
-        self._edge = edge
+    def protocol(manager: web.Server, **kwargs: Any) -> EdgeRequestHandler:
+        return EdgeRequestHandler(manager, edge, **kwargs)
 
-    def __call__(self) -> RequestHandler:
-        return EdgeRequestHandler(self, self._edge, loop=self._loop, **self._kwargs)
+    return ProtocolServer(base, _refuse_declared_overflow(base.request_handler, edge), protocol)
 
 
 def _refuse_declared_overflow(handler: RawHandler, edge: Edge) -> RawHandler:
-    """Runs before routing, so before aiohttp answers `Expect: 100-continue`."""
+    """Runs before routing, so before aiohttp answers `Expect: 100-continue`; and tells the
+    connection when the request is handled (when it may become idle)."""
 
     async def guarded(request: BaseRequest) -> web.StreamResponse:
-        limit = edge.push_limit if request.path == PATH else edge.body_limit
-        if request.content_length is not None and request.content_length > limit:
-            close_unread(request)
-            return error_response(413, "body_too_large", f"body is over {limit} bytes")
-        return await handler(request)
+        try:
+            limit = edge.push_limit if request.path == PATH else edge.body_limit
+            if request.content_length is not None and request.content_length > limit:
+                close_unread(request)
+                return error_response(413, "body_too_large", f"body is over {limit} bytes")
+            return await handler(request)
+        finally:
+            if isinstance(request.protocol, EdgeRequestHandler):
+                request.protocol.request_done()
 
     return guarded
 
@@ -222,7 +266,7 @@ def close_unread(request: BaseRequest) -> None:
         request.protocol.close_unread()
 
 
-class EdgeRunner(web.AppRunner):
+class EdgeRunner(ServerRunner):
     """An AppRunner whose connections go through EdgeRequestHandler."""
 
     __slots__ = ("_edge",)
@@ -231,8 +275,8 @@ class EdgeRunner(web.AppRunner):
         super().__init__(app, **kwargs)
         self._edge = edge
 
-    async def _make_server(self) -> web.Server:
-        return EdgeServer(await super()._make_server(), self._edge)
+    def wrap_server(self, server: web.Server) -> web.Server:
+        return edge_server(server, self._edge)
 
 
 def raise_fd_limit() -> int:

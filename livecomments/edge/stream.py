@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
+from livecomments.addresses import address_key
 from livecomments.core import frames as sse
 from livecomments.core.hub import Hub
 from livecomments.core.viewer import Viewer
-from livecomments.edge.admission import StreamGate, busy_retry_ms, capped_address, fit_to_fd_limit
+from livecomments.edge.admission import StreamGate, busy_retry_ms, capped_address, fitted_caps
+from livecomments.edge.aiohttp_private import let_go
 from livecomments.edge.errors import error_response
 from livecomments.edge.keys import CONFIG, HUB, STORAGE
 from livecomments.errors import STORAGE_UNAVAILABLE, ApiError
@@ -53,6 +55,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "client_gone", "the client closed the connection")
     _set_user_timeout(transport.get_extra_info("socket"))
     address = capped_address(request.remote)
+    if address is not None:  # counted like rate limits: an IPv6 client as its network (addresses.py)
+        address = address_key(address, config.ipv6_prefix)
     refusal = gate.admit(address)  # counted from here: every path below ends in gate.leave
     if refusal is not None:
         return _turn_away(request, TOO_MANY_STREAMS, refusal, busy_retry_ms())
@@ -81,7 +85,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if viewer.dropped is not None:  # slow or shutdown while catching up: its transport is closing
         gate.leave(viewer)
         return resp
-    _release(request)
+    let_go(request)  # aiohttp forgets the connection: the Viewer takes it
     viewer.go_live(last_sent)
     hub.counts.greet(viewer)
     return resp
@@ -119,22 +123,6 @@ def _turn_away(request: web.Request, code: str, message: str, retry_ms: int) -> 
     resp = error_response(503, code, message)
     resp.headers.update(headers)
     return resp
-
-
-def _release(request: web.Request) -> None:
-    """Make aiohttp let go of a live stream's connection, which the Viewer takes next.
-
-    Keeping the handler waiting for the stream's end would keep aiohttp's request,
-    response, parser, timers and two tasks per open stream: ~10 KB each, against ~1.5 KB
-    for the transport and the Viewer. aiohttp has no call to hand a connection over, so
-    this is the trick: take the transport from its protocol, then tell that protocol the
-    connection is lost. It drops all of its per-connection state, and with no transport
-    it writes nothing more (its end-of-response write fails as a client disconnect would)
-    and closes nothing. tests/test_stream.py holds aiohttp to this.
-    """
-    protocol = request.protocol
-    protocol.transport = None
-    protocol.connection_lost(None)
 
 
 class _Sender:
@@ -206,12 +194,11 @@ def _set_user_timeout(sock: socket.socket | None) -> None:
 async def stream_gate_ctx(app: web.Application) -> AsyncIterator[None]:
     """After the hub's context: the gate takes admitted viewers out of the hub as they leave."""
     config = app[CONFIG]
-    app[STREAM_GATE] = StreamGate(app[HUB].leave, max_streams=fit_to_fd_limit(config.max_streams),
+    app[STREAM_GATE] = StreamGate(app[HUB].leave, max_streams=fitted_caps(config).streams,
                                   max_per_address=config.max_streams_per_address)
     yield
 
 
 def add_routes(app: web.Application) -> None:
-    app.cleanup_ctx.append(stream_gate_ctx)
     app.router.add_get("/v1/videos/{video_id}/stream", stream, allow_head=False)
     app.router.add_route("HEAD", "/v1/videos/{video_id}/stream", stream_head)

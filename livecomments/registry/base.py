@@ -9,7 +9,21 @@ OnChange = Callable[[str | None], None]  # a video's servers may have changed; N
 OnReset = Callable[[], None]  # our lease was lost and is restored: pushes may have been missed meanwhile
 
 
-class Registry(Protocol):
+class RegistryCounts(Protocol):
+    """The registry's side of viewer counts (the dispatcher's ViewerCountExchange): each
+    process's counts kept under its lease, so a dead process's stop counting with it."""
+
+    async def put_counts(self, counts: dict[str, int]) -> None:
+        """This process's viewers per video (0: none), in one write, under its lease: a dead
+        process's counts stop counting when its lease runs out."""
+        ...
+
+    async def counts(self, video_ids: list[str], *, others: bool) -> dict[str, int]:
+        """Each video's viewers summed over the live processes (`others`: except this one), in one read."""
+        ...
+
+
+class Registry(RegistryCounts, Protocol):
     """video -> advertised URLs of the live servers that registered it.
 
     Registrations live under one lease per process, kept alive by one heartbeat task
@@ -35,13 +49,4 @@ class Registry(Protocol):
     async def register(self, video_id: str) -> None: ...
     async def deregister(self, video_id: str) -> None: ...
     async def lookup(self, video_id: str) -> frozenset[str]: ...
-
-    async def put_counts(self, counts: dict[str, int]) -> None:
-        """This process's viewers per video (0: none), in one write, under its lease: a dead
-        process's counts stop counting when its lease runs out."""
-        ...
-
-    async def counts(self, video_ids: list[str], *, others: bool) -> dict[str, int]:
-        """Each video's viewers summed over the live processes (`others`: except this one), in one read."""
-        ...
     async def close(self) -> None: ...

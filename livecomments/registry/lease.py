@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from livecomments.backoff import backoff
 from livecomments.registry.base import OnChange, OnReset
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,11 @@ class LeasedRegistry:
                 log.warning("%s", self._reason)
 
     async def _follow(self, on_change: OnChange, up: asyncio.Future[None]) -> None:
-        delay = FEED_BACKOFF_MIN
+        failures = 0
 
         def started() -> None:
-            nonlocal delay
-            self._feed_up, delay = True, FEED_BACKOFF_MIN
+            nonlocal failures
+            self._feed_up, failures = True, 0
             on_change(None)
             if not up.done():
                 up.set_result(None)
@@ -120,8 +121,8 @@ class LeasedRegistry:
                 self._feed_up = False
                 self._reason = f"registry change feed lost: {e}"
                 log.warning("%s", self._reason)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, FEED_BACKOFF_MAX)
+            await asyncio.sleep(backoff(failures, FEED_BACKOFF_MIN, FEED_BACKOFF_MAX))
+            failures += 1
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -152,7 +152,7 @@ class RedisRegistry(LeasedRegistry):
                 if msg is not None:
                     on_change(msg["data"].decode())
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     async def register(self, video_id: str) -> None:
         if not self._registers:

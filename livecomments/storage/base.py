@@ -7,29 +7,33 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from livecomments.model import Comment, NewComment
-from livecomments.storage.errors import IdempotencyKeyReused
+from livecomments.storage.errors import CommentDeleted, IdempotencyKeyReused, StorageError
 
 OnCommit = Callable[[float, int], None]  # (seconds the commit took, posts in its batch)
 MAX_PENDING_POSTS = 4096
 MAX_SLOW_MODE_S = 86_400  # the longest slow mode: a last post older than this limits nothing
 
 
-class Storage(Protocol):
-    """Durable comment history.
+class CommentLog(Protocol):
+    """Durable comment history: the video's ordered log (comments, delete entries) and its head.
 
     Guarantees: `add` returns only after the comment is committed; seq is per video,
     starts at 1 and is contiguous, and never restarts (a video's head outlives its
     comments); a retry with the same idempotency key returns the first comment and
-    stores nothing new (IdempotencyKeyReused when author or text differ). Reads see
-    every committed comment. A database that cannot be reached raises
-    StorageUnavailable; more than `max_pending` posts waiting raises Overloaded.
+    stores nothing new (IdempotencyKeyReused when author or text differ, CommentDeleted
+    when that comment was deleted since). Reads see every committed comment. A database
+    that cannot be reached raises StorageUnavailable; more than `max_pending` posts
+    waiting raises Overloaded.
     """
 
     cursor_secret: bytes
     """Signs history cursors when none is configured: made once, kept in the database,
     so every writer of one database accepts every other's cursors."""
 
-    async def add(self, new: NewComment, idempotency_key: str | None = None) -> Comment: ...
+    async def add(self, new: NewComment, idempotency_key: str | None = None) -> Comment:
+        """Store `new` under the next seq of its video. `idempotency_key` is unique per video:
+        the caller scopes it to its poster (the HTTP edge prefixes the poster's identity)."""
+        ...
 
     async def page(
         self, video_id: str, *, before: int | None = None, after: int | None = None,
@@ -43,6 +47,28 @@ class Storage(Protocol):
         """Log entries with seq > `seq`, oldest first, at most `limit`: comments, delete entries,
         and deleted comments (`deleted`, text erased) that keep the seqs contiguous."""
         ...
+
+    async def last_seq(self, video_id: str) -> int:
+        """The highest seq the video ever had (kept after retention removed it), 0 if none."""
+        ...
+
+    async def last_seqs(self, video_ids: Sequence[str]) -> dict[str, int]:
+        """`last_seq` of many videos in one query: every id asked is a key (0 if none)."""
+        ...
+
+    async def healthy(self) -> bool:
+        """Whether a post could be stored now (a cheap probe, bounded in time)."""
+        ...
+
+    def observe_commits(self, hook: OnCommit) -> None:
+        """Call `hook` after every committed batch (for /metrics)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Moderation(Protocol):
+    """Deletes, bans and slow mode, kept in the database so every writer of it shares them."""
 
     async def delete(self, video_id: str, seq: int, *, by: str, moderator: bool) -> Comment | None:
         """Delete comment `seq` by user `by` in one transaction: returns the delete entry appended
@@ -60,10 +86,6 @@ class Storage(Protocol):
 
     async def set_slow_mode(self, video_id: str, seconds: int) -> None: ...
 
-    async def forget_expired(self, now: float) -> None:
-        """Drop bans that ended and last posts older than MAX_SLOW_MODE_S (housekeeping)."""
-        ...
-
     async def claim_slot(self, video_id: str, poster: str, now: float, interval: int, key: str | None = None) -> float:
         """Slow mode, atomic across writers: records a post by `poster` at `now` unless its last
         was less than `interval` s ago; returns 0 if recorded, else the seconds left to wait.
@@ -71,29 +93,27 @@ class Storage(Protocol):
         (its retry must reach storage, which answers with the first comment)."""
         ...
 
-    async def last_seq(self, video_id: str) -> int:
-        """The highest seq the video ever had (kept after retention removed it), 0 if none."""
-        ...
 
-    async def last_seqs(self, video_ids: Sequence[str]) -> dict[str, int]:
-        """`last_seq` of many videos in one query: every id asked is a key (0 if none)."""
-        ...
+class Retention(Protocol):
+    """Housekeeping: what the background sweep (retention.py) removes."""
 
     async def prune(self, *, keep_comments: int, older_than: float, limit: int) -> int:
-        """Delete at most `limit` comments that retention no longer keeps, in one short
-        transaction: all but the newest `keep_comments` of each video (0 = no count bound),
-        and those created before the epoch `older_than` (0 = no age bound). Returns how many."""
+        """Delete at most `limit` log entries that retention no longer keeps, in one short
+        transaction, and returns how many. By count (`keep_comments` > 0): each video keeps its
+        newest `keep_comments` comments that are still shown (not deleted) and every entry after
+        the oldest of them (deleted comments, delete entries); the entries before it go. A video
+        with fewer shown comments keeps everything. By age (`older_than` > 0): entries created
+        before that epoch go. The head stays, so seq never restarts."""
         ...
 
-    async def healthy(self) -> bool:
-        """Whether a post could be stored now (a cheap probe, bounded in time)."""
+    async def forget_expired(self, now: float) -> None:
+        """Drop bans that ended and last posts older than MAX_SLOW_MODE_S (housekeeping)."""
         ...
 
-    def observe_commits(self, hook: OnCommit) -> None:
-        """Call `hook` after every committed batch (for /metrics)."""
-        ...
 
-    async def close(self) -> None: ...
+class Storage(CommentLog, Moderation, Retention, Protocol):
+    """Everything one database gives (what open_storage returns). Callers annotate with the
+    narrow protocol they use; the fan-out core takes the whole."""
 
 
 def body_hash(new: NewComment) -> bytes:
@@ -104,11 +124,12 @@ def body_hash(new: NewComment) -> bytes:
 KEY_REUSED = "this Idempotency-Key was used for another comment"
 
 
-def key_outcome(new: NewComment, stored_body: bytes | None, comment: Comment | None) -> Comment | IdempotencyKeyReused:
+def key_outcome(new: NewComment, stored_body: bytes | None, comment: Comment | None) -> Comment | StorageError:
     """What a post gets for an Idempotency-Key used before: the first comment, unless the body differs
-    (NULL: a key kept before bodies were) or that comment was removed (retention, a delete)."""
+    (NULL: a key kept before bodies were) or that comment was deleted since (a moderator, its poster).
+    Retention drops a key with its comment, so a key whose comment is gone is free again."""
     if stored_body is not None and stored_body != body_hash(new):
         return IdempotencyKeyReused(KEY_REUSED)
-    if comment is None:
-        return IdempotencyKeyReused("the comment first posted with this Idempotency-Key was removed")
+    if comment is None or comment.deleted:
+        return CommentDeleted("the comment first posted with this Idempotency-Key was deleted")
     return comment

@@ -25,3 +25,8 @@ class NoSuchComment(StorageError):
 
 class NotYourComment(StorageError):
     """A delete by a user who is neither a moderator nor the comment's own poster."""
+
+
+class CommentDeleted(StorageError):
+    """A retry under an Idempotency-Key whose comment was deleted since (by a moderator or its
+    poster): nothing is stored again, and the key stays used until retention drops the comment."""

@@ -19,12 +19,12 @@ import hashlib
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg  # type: ignore[import-untyped]
 
 from livecomments.model import Comment, NewComment
-from livecomments.storage.base import KEY_REUSED, MAX_PENDING_POSTS, OnCommit, body_hash, key_outcome
+from livecomments.storage.base import KEY_REUSED, MAX_PENDING_POSTS, OnCommit, Storage, body_hash, key_outcome
 from livecomments.storage.errors import IdempotencyKeyReused, StorageUnavailable
 from livecomments.storage.group_commit import GroupCommit, Outcome, Post
 from livecomments.storage.log import COLUMNS, LIVE, PREFIXED, row_entry
@@ -68,7 +68,7 @@ READ_KEYS = f"""
 SELECT i.video_id, i.key, i.body, {PREFIXED}
 FROM unnest($1::text[], $2::text[]) AS t(v, k)
 JOIN idempotency i ON i.video_id = t.v AND i.key = t.k
-LEFT JOIN comments c ON c.video_id = i.video_id AND c.seq = i.seq AND NOT c.deleted
+LEFT JOIN comments c ON c.video_id = i.video_id AND c.seq = i.seq  -- a deleted one too: key_outcome says so
 """
 # One statement: bump each video's head once, by its count, in sorted order (the lock order);
 # number the batch's comments after the old head; insert them; point their keys at their seqs.
@@ -101,11 +101,20 @@ WITH gone AS (
 )
 SELECT count(*) FROM gone
 """
+# Retention by count: the entries before a video's Nth newest shown comment (N = $1). Only a video
+# with an entry at or below head - N can have any (the Nth shown is at most head - N + 1), so the
+# others cost one index probe, not a walk down N rows.
 OVER_COUNT = """
 SELECT h.video_id, x.seq FROM heads h
 CROSS JOIN LATERAL (
-    SELECT c.seq FROM comments c WHERE c.video_id = h.video_id AND c.seq <= h.seq - $1 ORDER BY c.seq LIMIT $2
-) x LIMIT $2
+    SELECT k.seq AS cutoff FROM comments k WHERE k.video_id = h.video_id AND k.deletes IS NULL AND NOT k.deleted
+    ORDER BY k.seq DESC LIMIT 1 OFFSET $1 - 1
+) n
+CROSS JOIN LATERAL (
+    SELECT c.seq FROM comments c WHERE c.video_id = h.video_id AND c.seq < n.cutoff ORDER BY c.seq LIMIT $2
+) x
+WHERE EXISTS (SELECT 1 FROM comments o WHERE o.video_id = h.video_id AND o.seq <= h.seq - $1)
+LIMIT $2
 """
 
 
@@ -269,3 +278,7 @@ class PostgresStorage(PostgresModeration):
     async def close(self) -> None:
         await self._group.drain()  # posts accepted before shutdown commit first
         await self._pool.close()
+
+
+if TYPE_CHECKING:  # mypy checks here that the backend gives every protocol of base.py
+    _IS_STORAGE: type[Storage] = PostgresStorage

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from livecomments.storage.base import Storage
+from livecomments.storage.base import Retention
 from livecomments.storage.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -15,7 +15,7 @@ BATCH = 500  # rows per delete transaction: short enough that a group commit wai
 DAY_S = 86_400.0
 
 
-async def run_retention(storage: Storage, *, keep_comments: int, keep_days: float, interval: float) -> None:
+async def run_retention(storage: Retention, *, keep_comments: int, keep_days: float, interval: float) -> None:
     """Every `interval` seconds, delete what retention no longer keeps, a batch at a time,
     and forget ended bans and slow-mode records (also when retention keeps everything).
 

@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from livecomments.model import Comment, NewComment
-from livecomments.storage.base import MAX_PENDING_POSTS, OnCommit, body_hash, key_outcome
+from livecomments.storage.base import MAX_PENDING_POSTS, OnCommit, Storage, body_hash, key_outcome
 from livecomments.storage.errors import StorageUnavailable
 from livecomments.storage.group_commit import GroupCommit, Outcome, Post
 from livecomments.storage.log import COLUMNS, LIVE, PREFIXED, row_entry
@@ -50,6 +50,20 @@ HEADS = """
 CREATE TABLE heads (video_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO heads SELECT video_id, MAX(seq) FROM comments GROUP BY video_id;
 """
+# Retention by count: the entries before a video's Nth newest shown comment (N = the 1st parameter + 1).
+# Only a video with an entry at or below head - N can have any (the Nth shown is at most head - N + 1),
+# so the others cost one index seek, not a walk down N rows.
+OVER_COUNT = """
+WITH cut AS (
+    SELECT h.video_id, (
+        SELECT k.seq FROM comments k WHERE k.video_id = h.video_id AND k.deletes IS NULL AND k.deleted = FALSE
+        ORDER BY k.seq DESC LIMIT 1 OFFSET ?
+    ) AS cutoff
+    FROM heads h WHERE EXISTS (SELECT 1 FROM comments o WHERE o.video_id = h.video_id AND o.seq <= h.seq - ?)
+)
+SELECT c.video_id, c.seq FROM cut CROSS JOIN comments c ON c.video_id = cut.video_id AND c.seq < cut.cutoff
+LIMIT ?
+"""
 LOCK_WAIT_S = 10.0
 PROBE_WAIT_S = 1.0
 MAX_VARIABLES = 500  # ids per IN (...) query, under SQLite's variable limit
@@ -60,6 +74,7 @@ def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None, check_same_thread=False)
     _switch_to_wal(conn)
     conn.execute("PRAGMA synchronous=FULL")  # an acknowledged comment survives power loss
+    conn.execute("PRAGMA secure_delete=ON")  # a deleted comment's text is zeroed in the file, not left in free space
     return conn
 
 
@@ -103,8 +118,8 @@ def _migrate(conn: sqlite3.Connection) -> bytes:
 def _claimed(conn: sqlite3.Connection, new: NewComment, key: str) -> Outcome | None:
     """What an earlier post with this key got, or None if the key is new."""
     row = conn.execute(
-        f"SELECT i.body, {PREFIXED} FROM idempotency i "  # a deleted comment counts as removed
-        "LEFT JOIN comments c ON c.video_id=i.video_id AND c.seq=i.seq AND c.deleted=0 WHERE i.video_id=? AND i.key=?",
+        f"SELECT i.body, {PREFIXED} FROM idempotency i "  # a deleted comment is read too: key_outcome says so
+        "LEFT JOIN comments c ON c.video_id=i.video_id AND c.seq=i.seq WHERE i.video_id=? AND i.key=?",
         (new.video_id, key),
     ).fetchone()
     if row is None:
@@ -213,10 +228,7 @@ class SqliteStorage(SqliteModeration):
         """Runs on the writer thread, between group commits: one short transaction."""
         doomed: list[tuple[str, int]] = []
         if keep_comments > 0:
-            doomed += conn.execute(
-                "SELECT c.video_id, c.seq FROM heads h JOIN comments c "
-                "ON c.video_id=h.video_id AND c.seq <= h.seq - ? LIMIT ?", (keep_comments, limit),
-            ).fetchall()
+            doomed += conn.execute(OVER_COUNT, (keep_comments - 1, keep_comments, limit)).fetchall()
         if older_than > 0 and len(doomed) < limit:
             doomed += conn.execute(
                 "SELECT video_id, seq FROM comments WHERE created_at < ? LIMIT ?", (older_than, limit - len(doomed)),
@@ -287,3 +299,7 @@ class SqliteStorage(SqliteModeration):
             await loop.run_in_executor(self._reader, self._rconn.close)
         self._writer.shutdown()
         self._reader.shutdown()
+
+
+if TYPE_CHECKING:  # mypy checks here that the backend gives every protocol of base.py
+    _IS_STORAGE: type[Storage] = SqliteStorage

@@ -13,6 +13,10 @@ pushes it the latest comment it published for that video: the server either has 
 comment stored after `watch` returned therefore reaches the new server as soon as each writer
 hears of the change (milliseconds), with no later comment needed. If a change feed drops,
 it reports a reset on reconnect and the writer refreshes every cached video the same way.
+
+Realtime side, what arrives: pushes (authenticated and parsed by the HTTP edge,
+edge/internal.py, then handed to `receive`) and, in a `both` process, the writer half's own
+comments (no HTTP): both through the Inbox, where they are counted as received, once.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import aiohttp
@@ -28,7 +33,7 @@ from livecomments.brokers.base import OnReset
 from livecomments.metrics import Metrics
 from livecomments.model import Comment
 from livecomments.registry.base import Registry
-from livecomments.strategies.base import Deliver, OnCounts
+from livecomments.strategies.base import CountsShare, Deliver, Inbox, OnCounts
 from livecomments.strategies.push import Pusher
 
 if TYPE_CHECKING:
@@ -62,7 +67,7 @@ class DispatcherStrategy:
         self._secret = config.cluster_secret.encode()
         self._serves_writer = config.serves_writer
         self._metrics = metrics
-        self._deliver: Deliver | None = None
+        self._inbox: Inbox | None = None  # None on a writer-only process: it receives nothing
         self._routes: dict[str, _Route] = {}
         self._pushers: dict[str, Pusher] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -77,7 +82,7 @@ class DispatcherStrategy:
         return self._registry.not_ready_reason
 
     async def start(self, deliver: Deliver | None, on_reset: OnReset, on_counts: OnCounts | None = None) -> None:
-        self._deliver = deliver
+        self._inbox = None if deliver is None else Inbox(deliver, self._metrics)
         if self._serves_writer:
             # Keep-alive pool shared by every pusher; per-push timeouts are the pushers' own.
             self._session = aiohttp.ClientSession(
@@ -113,10 +118,8 @@ class DispatcherStrategy:
         data = comment.to_json()
         for url in targets:
             if url == self._self_url:
-                if self._deliver is not None:  # our own realtime half: no HTTP
-                    self._metrics.received.inc()
-                    self._metrics.received_bytes.inc(len(data))
-                    self._deliver(comment)
+                if self._inbox is not None:  # our own realtime half: no HTTP
+                    self._inbox.take((comment,), len(data))
                 continue
             pusher = self._pushers.get(url)
             if pusher is None:
@@ -176,6 +179,11 @@ class DispatcherStrategy:
 
     # -- realtime side -----------------------------------------------------
 
+    def receive(self, comments: Sequence[Comment], size: int) -> None:
+        """A push: a list of comments, in the order the writer stored them."""
+        if self._inbox is not None:
+            self._inbox.take(comments, size)
+
     async def watch(self, video_id: str) -> None:
         await self._registry.register(video_id)  # raises: the hub rolls the join back
 
@@ -184,14 +192,13 @@ class DispatcherStrategy:
 
     # -- viewer counts: per server in the registry, under its lease ---------
 
-    async def share_counts(
-        self, server: str, changed: dict[str, int], fresh: list[str], watched: list[str], ttl: float,
-    ) -> dict[str, int] | None:
+    async def share_counts(self, share: CountsShare) -> dict[str, int] | None:
         """One batched write, one batched read. `fresh` needs nothing: the registry holds every
-        count; nor `ttl`: the lease expires a dead process's counts."""
-        if changed:
-            await self._registry.put_counts(changed)
-        return await self._registry.counts(watched, others=True) if watched else {}
+        count; nor `ttl`: the lease expires a dead process's counts; nor `server`: the registry
+        knows its processes."""
+        if share.changed:
+            await self._registry.put_counts(share.changed)
+        return await self._registry.counts(share.watched, others=True) if share.watched else {}
 
     async def count_viewers(self, video_id: str) -> int | None:
         return (await self._registry.counts([video_id], others=False)).get(video_id, 0)

@@ -9,7 +9,7 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import ClassVar
 
-from livecomments.brokers.base import Broker
+from livecomments.brokers.base import Broker, CountsStore
 from livecomments.metrics import Metrics
 from livecomments.strategies.pubsub import PubSubStrategy
 
@@ -33,8 +33,8 @@ class PartitionedStrategy(PubSubStrategy):
 
     name: ClassVar[str] = "partitioned"
 
-    def __init__(self, broker: Broker, metrics: Metrics, partitions: int) -> None:
-        super().__init__(broker, metrics)
+    def __init__(self, broker: Broker, metrics: Metrics, partitions: int, counts: CountsStore | None = None) -> None:
+        super().__init__(broker, metrics, counts)
         self._partitions = partitions
         self._refs: dict[str, int] = {}
         self._locks: dict[str, _ChannelLock] = {}

@@ -5,29 +5,30 @@ A counts message is `COUNTS` + JSON `{"s": server, "n": {video: count}, "a": [vi
 the local counts of one realtime process for the videos of one channel, and the videos it
 asks about. It goes where the video's comments go (a partition, a video's own channel, a
 Redis Cluster shard), so only the processes watching those videos receive it. A writer hears
-no channel: it reads the counts the broker also keeps (brokers/redis_counts.py).
+no channel: it reads the counts the realtime processes also put in a CountsStore beside the
+broker (brokers/redis_counts.py), where there is one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import orjson
 
-from livecomments.brokers.base import Broker, OnReset
+from livecomments.brokers.base import Broker, CountsStore, OnReset
 from livecomments.metrics import Metrics
 from livecomments.model import Comment
-from livecomments.strategies.base import Deliver, OnCounts, decoder
+from livecomments.strategies.base import CountsShare, Deliver, Inbox, OnCounts
 
 log = logging.getLogger(__name__)
 
 COUNTS = b"#viewers "  # never the start of a comment (JSON)
 
 
-def _listener(deliver: Deliver, on_counts: OnCounts | None, metrics: Metrics) -> Callable[[str, bytes], None]:
-    """The broker's on_message: counts to on_counts (never counted as received comments), the rest decoded."""
-    comments = decoder(deliver, metrics)
+def _listener(inbox: Inbox, on_counts: OnCounts | None) -> Callable[[str, bytes], None]:
+    """The broker's on_message: counts to on_counts (never counted as received comments), the rest to the inbox."""
+    comments = inbox.on_message
 
     def on_message(channel: str, data: bytes) -> None:
         if not data.startswith(COUNTS):
@@ -45,13 +46,17 @@ def _listener(deliver: Deliver, on_counts: OnCounts | None, metrics: Metrics) ->
 
 class PubSubStrategy:
     """Subclasses name the channel of a video and decide what to subscribe to:
-    `held` channels for the life of a realtime process, others in watch()."""
+    `held` channels for the life of a realtime process, others in watch(). `counts`: where
+    the realtime processes also keep their counts for the writers (None: nowhere, the
+    in-memory broker's one process knows them)."""
 
     held: tuple[str, ...] = ()
 
-    def __init__(self, broker: Broker, metrics: Metrics) -> None:
+    def __init__(self, broker: Broker, metrics: Metrics, counts: CountsStore | None = None) -> None:
         self._broker = broker
         self._metrics = metrics
+        self._counts = counts
+        self._inbox: Inbox | None = None
 
     def channel_of(self, video_id: str) -> str:
         raise NotImplementedError
@@ -68,8 +73,13 @@ class PubSubStrategy:
         if deliver is None:
             await self._broker.start(None, on_reset)
             return
-        await self._broker.start(_listener(deliver, on_counts, self._metrics), on_reset, self.held)
+        self._inbox = Inbox(deliver, self._metrics)
+        await self._broker.start(_listener(self._inbox, on_counts), on_reset, self.held)
         self._metrics.subscriptions.set(len(self.held))
+
+    def receive(self, comments: Sequence[Comment], size: int) -> None:
+        if self._inbox is not None:
+            self._inbox.take(comments, size)
 
     async def publish(self, comment: Comment) -> None:
         """The broker queues it (Redis) or delivers it in-process (memory): never waits."""
@@ -78,24 +88,24 @@ class PubSubStrategy:
         except Exception as e:  # stored already; realtime processes repair the gap
             log.warning("publish of %s/%d failed: %s", comment.video_id, comment.seq, e)
 
-    async def share_counts(
-        self, server: str, changed: dict[str, int], fresh: list[str], watched: list[str], ttl: float,
-    ) -> dict[str, int] | None:
+    async def share_counts(self, share: CountsShare) -> dict[str, int] | None:
         """One message per channel, however many of its videos changed: queued, never waited on.
-        The same counts go to the broker's store too (one pipeline), for writers to read."""
+        The same counts go to the counts store too (one pipeline), for writers to read."""
         by_channel: dict[str, tuple[dict[str, int], list[str]]] = {}
-        for video_id, n in changed.items():
+        for video_id, n in share.changed.items():
             by_channel.setdefault(self.channel_of(video_id), ({}, []))[0][video_id] = n
-        for video_id in fresh:
+        for video_id in share.fresh:
             by_channel.setdefault(self.channel_of(video_id), ({}, []))[1].append(video_id)
         for channel, (counts, ask) in by_channel.items():
-            await self._broker.publish(channel, COUNTS + orjson.dumps({"s": server, "n": counts, "a": ask}))
-        if changed:
-            await self._broker.put_counts(server, changed, ttl)
+            await self._broker.publish(channel, COUNTS + orjson.dumps({"s": share.server, "n": counts, "a": ask}))
+        if share.changed and self._counts is not None:
+            await self._counts.put(share.server, share.changed, share.ttl)
         return None
 
     async def count_viewers(self, video_id: str) -> int | None:
-        return await self._broker.count(video_id)
+        return None if self._counts is None else await self._counts.total(video_id)
 
     async def close(self) -> None:
         await self._broker.close()
+        if self._counts is not None:
+            await self._counts.close()

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.chaos.check import Summary, caught_up, stored_comments, summarize
-from benchmarks.chaos.clients import Poster, StalledViewer, Viewer
-from benchmarks.chaos.services import Node, PeakRss, signal_tree
+from livecomments.benchmarks.chaos.check import Summary, caught_up, stored_comments, summarize
+from livecomments.benchmarks.chaos.clients import Poster, StalledViewer, Viewer
+from livecomments.benchmarks.chaos.nodes import Node, PeakRss, signal_tree
 from livecomments.benchmarks.common import parse_metrics
-from tests.fixtures.etcd import EtcdProcess
-from tests.fixtures.postgres import PostgresServer
-from tests.fixtures.processes import RedisProcess, free_port
+from livecomments.ops.procs import RedisServer, free_port
+from livecomments.ops.services import EtcdServer, PostgresServer
 
 SECRET = "chaos-secret"
 FLOOD = "flood"  # big comments on this video fill the stalled viewer's buffers
@@ -68,8 +67,8 @@ class System:
         workdir.mkdir(parents=True, exist_ok=True)
         dispatcher = strategy.strategy == "dispatcher"
         # The dispatcher's moving part is its registry; the others' is the broker.
-        self.service: RedisProcess | EtcdProcess = (
-            EtcdProcess(workdir / "etcd") if dispatcher else RedisProcess(workdir / "redis"))
+        self.service: RedisServer | EtcdServer = (
+            EtcdServer(workdir / "etcd") if dispatcher else RedisServer(workdir / "redis"))
         self.pg = pg
         common = ["--strategy", strategy.strategy, "--partitions", str(strategy.partitions),
                   "--storage", pg.database(), "--viewer-buffer", str(64 * 1024),
@@ -109,10 +108,17 @@ class System:
                     raise
                 await asyncio.sleep(0.5)
 
+    def kill_service(self) -> None:
+        """kill -9 the broker (or registry): an outage, not a shutdown."""
+        if isinstance(self.service, RedisServer):
+            self.service.stop(signal.SIGKILL)
+        else:
+            self.service.stop()  # EtcdServer.stop is SIGKILL
+
     def stop(self) -> None:
         for node in self.nodes:
             node.kill()
-        self.service.stop()
+        self.kill_service()
 
 
 Step = tuple[str, Callable[[], Awaitable[None]]]
@@ -125,7 +131,7 @@ def steps(system: System, viewers: list[Viewer], hold: float) -> list[Step]:
         await system.supervise(node)
 
     async def service_down() -> None:
-        await asyncio.to_thread(system.service.stop)  # SIGKILL
+        await asyncio.to_thread(system.kill_service)
         await asyncio.sleep(hold)
         await asyncio.to_thread(system.service.start)
 
@@ -157,7 +163,7 @@ def steps(system: System, viewers: list[Viewer], hold: float) -> list[Step]:
     async def steady() -> None:
         await asyncio.sleep(hold)
 
-    kind = "etcd" if isinstance(system.service, EtcdProcess) else "redis"
+    kind = "etcd" if isinstance(system.service, EtcdServer) else "redis"
     return [
         ("steady", steady),
         ("kill -9 writer", lambda: restart(system.writer)),

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
-
-from tests.fixtures.raw_stream import RawStream
 
 POST_TIMEOUT = 2.0  # shorter than a frozen broker's stall: a retry must not store a second comment
 RETRY_PAUSE = 0.1
@@ -156,15 +155,36 @@ class Viewer:
 
 
 class StalledViewer:
-    """A viewer with a tiny receive window that never reads: the server must cut it (its
-    slow-viewer counter says so), not buffer for it."""
+    """A viewer with a tiny receive window that reads up to the stream's first frame and then
+    never reads again: the server must cut it (its slow-viewer counter says so), not buffer for
+    it. A bare socket: a StreamReader would go on reading into its own buffer."""
 
-    def __init__(self, stream: RawStream) -> None:
-        self.stream = stream
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
 
     @classmethod
-    async def open(cls, url: str, video: str) -> StalledViewer:
-        return cls(await RawStream.open(url, video, rcvbuf=4096))
+    async def open(cls, url: str, video: str, rcvbuf: int = 4096, timeout: float = 10.0) -> StalledViewer:
+        host, port = url.removeprefix("http://").split(":")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: small from the start
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, (host, int(port)))
+                await loop.sock_sendall(sock, f"GET /v1/videos/{video}/stream HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+                seen = b""
+                while b"retry:" not in seen:  # written right after the server joined it: a barrier
+                    data = await loop.sock_recv(sock, 1024)
+                    if not data:
+                        raise ConnectionError(f"stream of {video} closed before its first frame: {seen[:200]!r}")
+                    seen += data
+            if not seen.startswith(b"HTTP/1.1 200"):
+                raise ConnectionError(f"stream of {video} refused: {seen[:200]!r}")
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
 
     def close(self) -> None:
-        self.stream.close()
+        self.sock.close()

@@ -1,10 +1,8 @@
 """The processes a chaos run breaks: livecomments on fixed ports (a restart comes back where
-clients and the registry expect it), and the real redis-server, etcd and PostgreSQL under them.
-
-The service starters are the test suite's own (tests/fixtures), so a fault here is the same
-process the tests start (PostgreSQL's halt and resume included); this module adds what faults
-need: kill -9 and start again on the same port, SIGSTOP/SIGCONT of a process tree, and peak
-RSS of the livecomments processes.
+clients and the registry expect it), and the real redis-server, etcd and PostgreSQL under them
+(livecomments.ops: the same starters the tests use, PostgreSQL's halt and resume included).
+This module adds what faults need: kill -9 and start again on the same port, SIGSTOP/SIGCONT of
+a process tree, and peak RSS of the livecomments processes.
 """
 
 from __future__ import annotations
@@ -14,8 +12,7 @@ import signal
 import threading
 from pathlib import Path
 
-from benchmarks.common import rss_bytes
-from tests.fixtures.processes import LivecommentsProcess
+from livecomments.benchmarks.common import Process, rss_bytes
 
 
 def process_tree(root: int) -> list[int]:
@@ -39,7 +36,11 @@ def process_tree(root: int) -> list[int]:
 
 
 def signal_tree(root: int, sig: signal.Signals) -> None:
-    for pid in process_tree(root):
+    """SIGSTOP goes root first, SIGCONT leaves first: no process ever runs while a child it
+    watches is still stopped (a watching parent such as runuser takes that for a job-control
+    stop and stops itself for good)."""
+    tree = process_tree(root)
+    for pid in reversed(tree) if sig == signal.SIGCONT else tree:
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -51,23 +52,27 @@ class Node:
 
     def __init__(self, name: str, args: list[str], workdir: Path) -> None:
         self.name = name
-        self.process = LivecommentsProcess(args, workdir / f"{name}.log")
-
-    @property
-    def url(self) -> str:
-        return self.process.url
+        self.args = args
+        self.log = workdir / f"{name}.log"
+        self.url = f"http://127.0.0.1:{args[args.index('--port') + 1]}"
+        self.process: Process | None = None
 
     @property
     def pid(self) -> int | None:
-        proc = self.process.proc
-        return proc.pid if proc is not None and proc.poll() is None else None
+        process = self.process  # read once: the RSS sampler's thread calls this while kill() runs
+        return process.proc.pid if process is not None and process.proc.poll() is None else None
 
-    def start(self) -> Node:
-        self.process.start(timeout=30)
+    def start(self, timeout: float = 30.0) -> Node:
+        """Raises RuntimeError (the log's last line) when it exits or does not listen in time."""
+        self.process = Process.serve(self.args, self.log).listening(timeout)
         return self
 
     def kill(self) -> None:
-        self.process.stop(signal.SIGKILL)
+        if self.process is not None:
+            if self.process.proc.poll() is None:
+                self.process.proc.kill()
+            self.process.stop(5)
+            self.process = None
 
 
 class PeakRss:

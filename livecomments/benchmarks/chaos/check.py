@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.chaos.clients import Ack, Viewer
+from livecomments.benchmarks.chaos.clients import Ack, Viewer
 
 
 async def stored_comments(session: aiohttp.ClientSession, writer_url: str, video: str) -> dict[int, str]:
