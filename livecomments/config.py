@@ -28,7 +28,7 @@ POSITIVE = ("max_text", "max_author", "page_limit", "viewer_buffer", "backlog_li
 NON_NEGATIVE = {"partitions": "one channel per video", "max_body": "derived", "max_connections": "no cap",
                 "max_connections_per_address": "no cap", "max_streams_per_address": "no cap", "batch_ms": "immediate",
                 "retention_comments": "keep all", "retention_days": "keep all", "rate_limit_per_s": "no limit",
-                "rate_limit_burst": "no limit"}
+                "rate_limit_burst": "no limit", "auth_jwt_leeway": "none"}
 
 
 def opt(default: Any, help_text: str) -> Any:
@@ -108,6 +108,7 @@ class Config:
     auth_jwt_public_key: str = opt("", "PEM public key, or a path to one, verifying RS256/ES256/EdDSA bearer tokens")
     auth_jwt_audience: str = opt("", "required `aud` of bearer tokens (empty: not checked)")
     auth_jwt_issuer: str = opt("", "required `iss` of bearer tokens (empty: not checked)")
+    auth_jwt_leeway: float = opt(30.0, "seconds of clock skew forgiven in bearer tokens' exp, nbf and iat")
     auth_streams: bool = opt(False, "streams, history and video info need a bearer token too (or ?access_token=)")
     open_posting: bool = opt(False, "allow posting without tokens on a non-loopback address")
     rate_limit_per_s: float = opt(1.0, "posts per second each user (or anonymous client address) sustains (0 = no limit)")
@@ -115,6 +116,7 @@ class Config:
     rate_limit_redis: str = opt("", "redis://… sharing rate limits between writers (default: the broker when redis://)")
     rate_limit_fail_open: bool = opt(True, "when the rate-limit Redis is down, accept posts (else refuse them with 503)")
     trusted_proxies: tuple[str, ...] = opt((), "addresses/networks whose X-Forwarded-For is believed (comma-separated)")
+    ipv6_prefix: int = opt(64, "IPv6 clients are rate-limited and capped per network of this many bits (128 = per address)")
     cors_origins: tuple[str, ...] = opt((), "origins allowed to post and stream from a browser (comma-separated; * = any)")
     log_level: str = opt("info", "debug, info, warning or error")
     log_format: str = opt("text", "text (one line per event) or json (one object per line)")
@@ -234,6 +236,8 @@ class Config:
             raise ConfigError(f"rate_limit_redis {mask_url(self.rate_limit_redis)!r}: use redis://HOST:PORT/DB")
         if self.rate_limits_on and self.rate_limit_url:
             _require_driver("rate limits on", self.rate_limit_url)
+        if not 1 <= self.ipv6_prefix <= 128:
+            raise ConfigError(f"ipv6_prefix must be between 1 and 128, not {self.ipv6_prefix}")
         try:
             parse_networks(self.trusted_proxies)
         except ValueError as e:

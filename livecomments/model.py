@@ -134,6 +134,12 @@ def parse_new_comment(
     return NewComment(video_id=video_id, author=author, text=text)
 
 
+def display_name(name: str, max_author: int) -> str:
+    """A name from elsewhere (a token's `name` or `sub`) as an author: normalized like a posted
+    one, and cut to `max_author` characters rather than refused (its owner cannot shorten it)."""
+    return _normalize(_normalize(name)[:max_author])
+
+
 def _normalize(value: str) -> str:
     return unicodedata.normalize("NFC", BIDI_CONTROLS.sub("", value)).strip()
 

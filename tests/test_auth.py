@@ -222,7 +222,7 @@ def test_token_command_without_a_key_says_so() -> None:
 
 async def test_a_remembered_token_still_expires(start_server: StartServer, session: aiohttp.ClientSession) -> None:
     """Verified tokens are remembered (authentication is cheaper per post), but only until their exp."""
-    base = await start_server(auth_jwt_secret=SECRET)
+    base = await start_server(auth_jwt_secret=SECRET, auth_jwt_leeway=0.0)
     exp = int(time.time()) + 1
     token = hs256(claims(exp=exp))
     assert (await post_as(session, base, token))[0] == 201
@@ -231,3 +231,54 @@ async def test_a_remembered_token_still_expires(start_server: StartServer, sessi
     status, body, headers = await post_as(session, base, token)
     assert (status, body["error"]["message"]) == (401, "the token has expired")
     assert len((await history(session, base, "v1"))["comments"]) == 2
+
+
+async def test_a_token_from_an_issuer_whose_clock_is_ahead_is_accepted(start_server: StartServer,
+                                                                       session: aiohttp.ClientSession) -> None:
+    """An issuer 5 s ahead of us mints tokens issued (and valid from) 5 s in our future."""
+    ahead = int(time.time()) + 5
+    token = hs256(claims(iat=ahead, nbf=ahead))
+    base = await start_server(auth_jwt_secret=SECRET)
+    assert (await post_as(session, base, token))[0] == 201
+    strict = await start_server(auth_jwt_secret=SECRET, auth_jwt_leeway=0.0)
+    status, body, _ = await post_as(session, strict, token)
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
+
+
+async def test_the_leeway_is_bounded(start_server: StartServer, session: aiohttp.ClientSession) -> None:
+    base = await start_server(auth_jwt_secret=SECRET)
+    assert (await post_as(session, base, hs256(claims(exp=int(time.time()) - 5))))[0] == 201  # within 30 s
+    status, body, _ = await post_as(session, base, hs256(claims(exp=int(time.time()) - 60)))
+    assert (status, body["error"]["message"]) == (401, "the token has expired")
+    assert len((await history(session, base, "v1"))["comments"]) == 1
+
+
+def test_leeway_configuration(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="auth_jwt_leeway must be >= 0"):
+        make_config(tmp_path, auth_jwt_secret=SECRET, auth_jwt_leeway=-1.0)
+
+
+@pytest.mark.parametrize("name", [True, False])
+async def test_a_display_name_longer_than_max_author_is_cut(start_server: StartServer, session: aiohttp.ClientSession,
+                                                            name: bool) -> None:
+    long = "Ana-" + "x" * 96  # 100 characters, as `name` or (no name) as `sub`
+    base = await start_server(auth_jwt_secret=SECRET)
+    token = hs256(claims(name=long) if name else claims(sub=long))
+    status, body, _ = await post_as(session, base, token)
+    assert (status, body.get("author")) == (201, long[:64]), body
+
+
+async def test_a_sub_no_ban_could_name_is_refused(start_server: StartServer, session: aiohttp.ClientSession) -> None:
+    """A ban names a user by its sub (at most 256 characters): a longer sub could never be banned."""
+    base = await start_server(auth_jwt_secret=SECRET)
+    status, body, headers = await post_as(session, base, hs256(claims(sub="u" * 257)))
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
+    assert "sub is longer than 256" in headers["WWW-Authenticate"]
+    longest = "u" * 256  # the longest sub a token may carry: it posts, and it can be banned
+    assert (await post_as(session, base, hs256(claims(sub=longest))))[0] == 201
+    moderator = {"Authorization": "Bearer " + hs256(claims(sub="mod", roles=["moderator"]))}
+    async with session.post(f"{base}/v1/videos/v1/bans", json={"user": longest, "ttl_s": 600}, headers=moderator) as r:
+        assert r.status == 201, await r.text()
+    status, body, _ = await post_as(session, base, hs256(claims(sub=longest)))
+    assert (status, body["error"]["code"]) == (403, "banned")
+    assert len((await history(session, base, "v1"))["comments"]) == 1

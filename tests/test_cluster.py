@@ -108,9 +108,10 @@ async def start_cluster_command(tmp_path: Path, *args: str) -> tuple[asyncio.sub
     return proc, out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP], ids=["SIGKILL", "SIGHUP"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP, signal.SIGTERM], ids=["SIGKILL", "SIGHUP", "SIGTERM"])
 async def test_children_die_with_the_launcher(sig: int, tmp_path: Path):
-    """SIGKILL: the kernel's parent-death signal ends them; SIGHUP (terminal closed): stopped like SIGTERM."""
+    """SIGKILL: the kernel's parent-death signal ends them; SIGHUP (terminal closed), SIGTERM: stop() ends them.
+    The launcher exits within 10 s (issue 24: it could hang for ever; test_stop_signals.py sends 200)."""
     proc, out = await start_cluster_command(tmp_path, "--strategy", "partitioned")
     pgids = [int(p) for p in re.findall(r" pid (\d+) ", out)]
     assert len(pgids) == 5, out  # redis, w1, rt1, rt2, nginx (with its workers in its group)
@@ -193,6 +194,86 @@ async def test_cluster_prints_the_demo_url_and_passes_partitions_without_a_dashb
         for pid in re.findall(r"^  (?:w|rt)\d\s+\S+\s+pid (\d+)", out, re.M):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             assert argv[argv.index(b"--partitions") + 1] == b"0"  # one channel per video, on every server
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            assert await proc.wait() == 0
+
+
+def member_lines(out: str) -> dict[str, tuple[str, int]]:
+    """name → (url, pid) from the launcher's listing."""
+    return {name: (url, int(pid)) for name, url, pid in re.findall(r"^  (\S+)\s+(\S+)\s+pid (\d+) ", out, re.M)}
+
+
+async def test_no_secret_on_any_command_line(tmp_path: Path, session):
+    """Issue 23: any local user reads /proc/PID/cmdline; the dispatcher's secret goes through the environment."""
+    proc, out = await start_cluster_command(tmp_path, "--strategy", "dispatcher", "--no-dashboard")
+    try:
+        members = member_lines(out)
+        assert set(members) == {"redis", "w1", "rt1", "rt2", "nginx"}, out
+        environ = Path(f"/proc/{members['rt1'][1]}/environ").read_bytes().split(b"\0")
+        secret = next(v.split(b"=", 1)[1] for v in environ if v.startswith(b"LIVECOMMENTS_CLUSTER_SECRET="))
+        assert len(secret) == 32
+        pids = [pid for _, pgid in members.values() for pid in live_in_group(pgid)]  # nginx's workers too
+        assert len(pids) > len(members)
+        shown = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in pids}
+        assert [pid for pid, cmdline in shown.items() if secret in cmdline or b"--cluster-secret" in cmdline] == [], shown
+        stream = await open_stream(session, members["nginx"][0], "signed")  # the pushes are signed with it
+        await post(session, members["nginx"][0], "signed", text="pushed")
+        assert (await stream.next_comment())["text"] == "pushed"
+        stream.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            assert await proc.wait() == 0
+
+
+def test_a_secret_in_a_serve_arg_is_refused_in_one_line(tmp_path: Path):
+    with pytest.raises(ClusterError, match="set LIVECOMMENTS_AUTH_JWT_SECRET in the environment"):
+        Cluster(serve_args=["--auth-jwt-secret=" + "k" * 32], workdir=str(tmp_path / "c"))
+    with pytest.raises(ClusterError, match="set LIVECOMMENTS_STORAGE in the environment"):
+        Cluster(serve_args=["--storage", "postgresql://lc:hunter2@db/lc"], workdir=str(tmp_path / "c"))
+
+
+async def test_a_killed_member_is_reaped_and_replaced_on_its_port(tmp_path: Path, session):
+    """Issue 23: kill -9 of one realtime server stopped the whole cluster; now it comes back, the rest stays."""
+    proc, out = await start_cluster_command(tmp_path, "--strategy", "partitioned", "--no-dashboard")
+    try:
+        members = member_lines(out)
+        lb, (rt1, old) = members["nginx"][0], members["rt1"]
+        streams = {f"v{i}": await open_stream(session, lb, f"v{i}") for i in range(8)}
+        stayed = [(video, s) for video, s in streams.items() if s.resp.headers["X-Served-By"] == "rt2"]
+        assert stayed, "no stream landed on rt2"
+        video, kept = stayed[0]
+        os.kill(old, signal.SIGKILL)
+        said = ""
+        async with asyncio.timeout(15):
+            while not (started := re.search(r"^rt1 started again: pid (\d+)$", said, re.M)):
+                line = await proc.stderr.readline()
+                assert line, f"the launcher exited: {said}"
+                said += line.decode()
+                if "rt1 (pid" in line.decode():  # reaped at once: no zombie left in /proc
+                    assert f"rt1 (pid {old}) exited with -9; starting it again in 1 s" in said, said
+                    assert not Path(f"/proc/{old}").exists()
+        new = int(started.group(1))
+        assert new != old and f"--port\0{rt1.rsplit(':', 1)[1]}\0".encode() in Path(f"/proc/{new}/cmdline").read_bytes()
+        async with asyncio.timeout(15):
+            while True:  # another process: nothing to await but its answer
+                try:
+                    async with session.get(rt1 + "/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+        replacement = await open_stream(session, rt1, "v-new")
+        assert replacement.resp.headers["X-Served-By"] == "rt1"
+        await post(session, lb, video, text="after the crash")
+        assert (await kept.next_comment())["text"] == "after the crash"  # its viewers were never dropped
+        await post(session, lb, "v-new", text="to the replacement")
+        assert (await replacement.next_comment())["text"] == "to the replacement"
+        assert proc.returncode is None
+        close_streams(session)
     finally:
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from livecomments.benchmarks.common import parse_metrics
 from livecomments.metrics import Metrics
 from livecomments.ops.cluster import Cluster
+from livecomments.ops.dashboard.guard import TOKEN_HEADER
 from livecomments.ops.dashboard.server import DashboardServer, topology
 from livecomments.ops.dashboard.stats import p99_ms, parse_scrape, rate
 
@@ -55,6 +58,21 @@ def test_a_restarted_server_counts_from_zero_and_slow_tails_show_as_above() -> N
 class Board:
     def __init__(self, cluster: Cluster, url: str, http: aiohttp.ClientSession) -> None:
         self.cluster, self.url, self.http = cluster, url, http
+        self.token = ""
+
+    async def read_token(self) -> str:
+        """The run's token, from the page, as the page's own script reads it."""
+        async with self.http.get(self.url + "/") as resp:
+            assert resp.status == 200
+            found = re.search(r'<meta name="dashboard-token" content="([^"]+)">', await resp.text())
+        assert found, "the page carries no token"
+        self.token = found.group(1)
+        return self.token
+
+    def post_load(self, body: Any, **kwargs: Any) -> Any:
+        """POST /api/load as the page does: JSON, with the token (kwargs override)."""
+        headers = {TOKEN_HEADER: self.token} | kwargs.pop("headers", {})
+        return self.http.post(self.url + "/api/load", json=body, headers=headers, **kwargs)
 
     async def state(self) -> dict[str, Any]:
         async with self.http.get(self.url + "/api/state") as resp:
@@ -87,7 +105,9 @@ async def open_board(tmp_path: Path, strategy: str, partitions: int | None) -> A
     try:
         url = await asyncio.to_thread(server.start)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            yield Board(cluster, url, http)
+            board = Board(cluster, url, http)
+            await board.read_token()
+            yield board
     finally:
         await asyncio.to_thread(server.stop)
         await asyncio.to_thread(cluster.stop)
@@ -106,7 +126,7 @@ async def per_video_board(tmp_path: Path) -> AsyncIterator[Board]:
 
 
 async def run_load(board: Board) -> dict[str, Any]:
-    async with board.http.post(board.url + "/api/load", json=SMALL_LOAD) as resp:
+    async with board.post_load(SMALL_LOAD) as resp:
         assert resp.status == 202, await resp.text()
         assert (await resp.json())["load"]["settings"]["viewers"] == 60
     await board.until("delivering", lambda s: (s["totals"]["delivered_per_s"] or 0) > 0)
@@ -149,17 +169,60 @@ async def test_bad_load_settings_are_refused_and_one_run_at_a_time(broadcast_boa
     for body, code in [(b"{", "invalid_json"), (b'{"viewers": -1}', "invalid_settings"),
                        (b'{"videos": 1.5}', "invalid_settings"), (b'{"viewers": true}', "invalid_settings"),
                        (b'{"threads": 4}', "invalid_settings"), (b"[]", "invalid_settings")]:
-        async with board.http.post(board.url + "/api/load", data=body) as resp:
+        async with board.http.post(board.url + "/api/load", data=body,
+                                   headers={TOKEN_HEADER: board.token, "Content-Type": "application/json"}) as resp:
             assert resp.status == 400, body
             assert (await resp.json())["error"]["code"] == code
     assert (await board.state())["load"] is None  # nothing started
 
     long_run = SMALL_LOAD | {"duration": 600}
-    async with board.http.post(board.url + "/api/load", json=long_run) as resp:
+    async with board.post_load(long_run) as resp:
         assert resp.status == 202
-    async with board.http.post(board.url + "/api/load", json=SMALL_LOAD) as resp:
+    async with board.post_load(SMALL_LOAD) as resp:
         assert resp.status == 409 and (await resp.json())["error"]["code"] == "load_running"
     await board.until("running", lambda s: s["load"]["state"] == "running")
-    async with board.http.delete(board.url + "/api/load") as resp:
+    async with board.http.delete(board.url + "/api/load", headers={TOKEN_HEADER: board.token}) as resp:
         assert resp.status == 200 and (await resp.json())["load"]["state"] == "stopped"
     await board.until("viewers gone", lambda s: s["totals"]["connections"] == 0)
+
+
+async def refused(resp: aiohttp.ClientResponse, status: int, code: str) -> None:
+    body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (status, code), body
+    assert resp.content_type == "application/json" and body["error"]["message"]
+
+
+@pytest.mark.timeout(90)
+async def test_other_sites_and_other_host_names_cannot_start_or_read_anything(broadcast_board: Board) -> None:
+    """A page elsewhere could POST text/plain without a preflight, and a DNS-rebinding page reaches
+    the dashboard's socket under its own name: the first started load runs, the second read it all."""
+    board = broadcast_board
+    port = board.url.rsplit(":", 1)[1]
+    text_plain = {TOKEN_HEADER: board.token, "Content-Type": "text/plain"}
+    async with board.http.post(board.url + "/api/load", data=orjson.dumps(SMALL_LOAD), headers=text_plain) as resp:
+        await refused(resp, 415, "unsupported_media_type")  # what a no-cors fetch or a form can send
+    async with board.http.post(board.url + "/api/load", json=SMALL_LOAD) as resp:
+        await refused(resp, 403, "bad_token")
+    async with board.post_load(SMALL_LOAD, headers={TOKEN_HEADER: "guessed"}) as resp:
+        await refused(resp, 403, "bad_token")
+    async with board.http.delete(board.url + "/api/load") as resp:
+        await refused(resp, 403, "bad_token")
+    for origin in ("http://evil.example", f"http://evil.example:{port}", "null", f"https://127.0.0.1:{port}"):
+        async with board.post_load(SMALL_LOAD, headers={"Origin": origin}) as resp:
+            await refused(resp, 403, "foreign_origin")
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1:1", "", "[::1"):
+        for method, path in (("GET", "/"), ("GET", "/api/state"), ("GET", "/dashboard.js"), ("POST", "/api/load")):
+            async with board.http.request(method, board.url + path, json=SMALL_LOAD,
+                                          headers={"Host": host, TOKEN_HEADER: board.token}) as resp:
+                await refused(resp, 421, "wrong_host")  # the page (and its token) too
+    assert (await board.state())["load"] is None  # nothing started
+
+    # Its own page's calls pass, by any loopback name and with the Origin a browser sends.
+    for name in ("localhost", "127.0.0.1"):
+        async with board.http.get(f"{board.url}/api/state", headers={"Host": f"{name}:{port}"}) as resp:
+            assert resp.status == 200
+    async with board.post_load(SMALL_LOAD | {"duration": 600}, headers={"Origin": board.url}) as resp:
+        assert resp.status == 202, await resp.text()
+    async with board.http.delete(board.url + "/api/load", headers={TOKEN_HEADER: board.token,
+                                                                   "Origin": board.url}) as resp:
+        assert resp.status == 200 and (await resp.json())["load"]["state"] == "stopped"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from playwright.async_api import Page, expect
 
 from livecomments.benchmarks.common import parse_metrics
@@ -31,6 +32,34 @@ async def counters_waste(http: aiohttp.ClientSession, servers: list[str]) -> flo
     return discarded / received
 
 
+CROSS_SITE_POST = """url => fetch(url, {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"},
+    body: JSON.stringify({videos: 12, viewers: 60, zipf: 1, rate: 25, duration: 120})}).then(() => "sent")"""
+
+
+async def a_page_elsewhere_cannot_start_a_load(page: Page, http: aiohttp.ClientSession, dashboard: str) -> None:
+    """What a page of another origin (another local port: Chromium keeps public sites off loopback)
+    could do before: a no-cors text/plain POST, no preflight, and the dashboard started a load run.
+    Chromium sends it still; the dashboard refuses it."""
+    async def elsewhere(_: web.Request) -> web.Response:
+        return web.Response(text="<!doctype html><title>elsewhere</title>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", elsewhere)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        await page.goto(f"http://localhost:{runner.addresses[0][1]}/")
+        async with page.expect_response(dashboard + "api/load") as answer:
+            assert await page.evaluate(CROSS_SITE_POST, dashboard + "api/load") == "sent"
+        assert (await answer.value).status == 403  # its Origin is not the dashboard's
+    finally:
+        await runner.cleanup()
+    async with http.get(dashboard + "api/state") as resp:
+        assert (await resp.json())["load"] is None  # no load run started
+
+
 @pytest.mark.timeout(120)
 async def test_load_from_the_dashboard_shows_deliveries_and_the_counters_waste(
     page: Page, http: aiohttp.ClientSession, tmp_path: Path
@@ -42,6 +71,8 @@ async def test_load_from_the_dashboard_shows_deliveries_and_the_counters_waste(
         dashboard = re.search(r"^dashboard (http://\S+/)$", out, re.M).group(1)
         servers = re.findall(r"^  rt\d\s+(\S+)", out, re.M)
         assert len(servers) == 2, out
+
+        await a_page_elsewhere_cannot_start_a_load(page, http, dashboard)
 
         await page.goto(dashboard)
         await expect(page.locator("#strategy")).to_have_text("broadcast")

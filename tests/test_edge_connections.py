@@ -161,14 +161,55 @@ async def test_one_address_cannot_take_every_connection(spawn: Any, tmp_path: Pa
             assert r.status == 200
         for viewer in viewers:
             viewer.close()
-    # the process-wide cap counts every address: 120 held, the next connection is refused
-    more = [await connect(loopback) for _ in range(120)]
+    # the process-wide cap counts every address: 120 busy, the next connection is refused
+    more = [await busy(loopback) for _ in range(120)]
     reader, writer = await connect(loopback)
     async with asyncio.timeout(5):
         assert (await reader.read()).startswith(b"HTTP/1.1 503")
     writer.close()
     for _, w in more:
         w.close()
+
+
+async def busy(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection with a request under way: its handler waits for a body that does not come.
+    The server's `100 Continue` says it has parsed the headers (so counts the request)."""
+    reader, writer = await connect(url)
+    writer.write(b"POST /v1/videos/v/comments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 30\r\nExpect: 100-continue\r\n\r\n")
+    async with asyncio.timeout(5):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100")
+    return reader, writer
+
+
+async def test_at_the_cap_a_new_connection_takes_the_place_of_the_idlest(spawn: Any, tmp_path: Path) -> None:
+    """Idle connections (kept alive after a request, or connected and silent) do not keep a new
+    one out at the process cap: the one idle longest is closed for it, as nginx does."""
+    server = spawn("--storage", f"sqlite:///{tmp_path}/lc.db", "--open-posting", "--max-connections", "20",
+                   "--header-timeout", "60")
+    kept = []
+    for _ in range(10):  # kept alive after an answered request
+        reader, writer = await connect(server.url)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(5):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        kept.append((reader, writer))
+    silent = [await connect(server.url) for _ in range(20)]  # the last 10 of these take the place of `kept`
+    busy_ones = [await busy(server.url) for _ in range(5)]  # ... and these of the first 5 silent ones
+    try:
+        async with asyncio.timeout(5):
+            for reader, _ in kept + silent[:5]:  # closed by the server, oldest first
+                await reader.read()
+                assert reader.at_eof()
+        async with from_address("127.0.0.1") as client:  # answered, not 503: an idle one makes room
+            async with client.get(f"{server.url}/healthz") as r:
+                assert r.status == 200
+            await post(client, server.url, "v", "past idle connections")
+        for reader, _ in busy_ones:  # busy connections are never taken
+            assert not reader.at_eof()
+    finally:
+        for _, w in kept + silent + busy_ones:
+            w.close()
 
 
 async def test_expect_continue_with_a_body_over_the_limit_is_413_unread(spawn: Any, tmp_path: Path) -> None:

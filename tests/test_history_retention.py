@@ -7,6 +7,7 @@ import asyncio
 
 import aiohttp
 
+from livecomments.tokens import mint
 from tests.helpers import history, post
 from tests.sse import open_stream
 
@@ -16,6 +17,26 @@ async def _until_kept(session: aiohttp.ClientSession, base: str, video: str, wan
         while [c["seq"] for c in (await history(session, base, video))["comments"]] != want:
             await asyncio.sleep(0.05)
 
+
+async def test_retention_by_count_keeps_the_newest_shown_comments_after_deletes(start_server, session, storage_url):
+    # Deletes add entries to the log; retention counts the comments still shown, not the entries.
+    secret = "a-test-secret-of-at-least-32-bytes!"
+    ana = {"Authorization": "Bearer " + mint(secret, "HS256", sub="ana", name="Ana")}
+    mod = {"Authorization": "Bearer " + mint(secret, "HS256", sub="mod", name="Mod", moderator=True)}
+    base = await start_server(storage=storage_url, auth_jwt_secret=secret, retention_comments=5,
+                              retention_interval=0.05)
+    for i in range(1, 21):
+        await post(session, base, "d", f"c{i}", headers=ana)
+    await _until_kept(session, base, "d", [20, 19, 18, 17, 16])
+    for seq in (18, 19, 20):  # delete entries 21, 22, 23
+        async with session.delete(f"{base}/v1/videos/d/comments/{seq}", headers=mod) as r:
+            assert r.status == 204
+    for i in range(1, 7):  # a witness: when its oldest goes, a sweep ran after the deletes
+        await post(session, base, "w", f"w{i}", headers=ana)
+    await _until_kept(session, base, "w", [6, 5, 4, 3, 2])
+    assert [c["seq"] for c in (await history(session, base, "d"))["comments"]] == [17, 16]  # were removed before
+    stream = await open_stream(session, base, "d", last_event_id=15)
+    assert [c["seq"] for c in await stream.comments(2)] == [16, 17]  # no reset: 16 and on are all kept
 
 
 async def test_retention_by_count_then_resume_from_a_removed_seq(start_server, session, storage_url):

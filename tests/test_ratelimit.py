@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import aiohttp
 import jwt
 import pytest
 
+from livecomments.addresses import address_key
 from livecomments.config import ConfigError
 from livecomments.edge.ratelimit import LocalBuckets
 from tests.conftest import StartServer, make_config
@@ -117,6 +119,8 @@ def test_limit_configuration(tmp_path: object) -> None:
         make_config(tmp_path, trusted_proxies=("nginx",))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="rate_limit_redis"):
         make_config(tmp_path, rate_limit_redis="memcached://x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="ipv6_prefix"):
+        make_config(tmp_path, ipv6_prefix=129)  # type: ignore[arg-type]
 
 
 async def test_idle_buckets_are_evicted_and_memory_is_bounded() -> None:
@@ -134,3 +138,56 @@ async def test_idle_buckets_are_evicted_and_memory_is_bounded() -> None:
     for _ in range(5):
         await buckets.take("d")
     assert await buckets.take("d") == pytest.approx(1.0)  # empty: one token is a second away
+
+
+async def test_addresses_of_one_ipv6_network_share_one_bucket(start_server: StartServer,
+                                                              session: aiohttp.ClientSession) -> None:
+    # An IPv6 subscriber picks addresses from its /64 at will: keyed per /128 it had a bucket per address.
+    base = await start_server(trusted_proxies=("127.0.0.1",), **SLOW)
+    same_64 = ["2001:db8:0:1::1", "2001:db8:0:1::2", "2001:DB8:0:1:ffff::9", "2001:db8:0:1:abcd::4"]
+    assert [(await send(session, base, "hi", {XFF: a})).status for a in same_64] == [201, 201, 201, 429]
+    assert (await send(session, base, "hi", {XFF: "2001:db8:0:2::1"})).status == 201  # the next /64 is another client
+
+
+async def test_ipv6_prefix_128_keys_each_address(start_server: StartServer, session: aiohttp.ClientSession) -> None:
+    base = await start_server(trusted_proxies=("127.0.0.1",), ipv6_prefix=128, **SLOW)
+    assert [(await send(session, base, "hi", {XFF: f"2001:db8::{i}"})).status for i in range(1, 6)] == [201] * 5
+
+
+async def test_the_text_forms_of_one_ipv4_client_share_one_bucket(start_server: StartServer,
+                                                                   session: aiohttp.ClientSession) -> None:
+    base = await start_server(trusted_proxies=("127.0.0.1",), **SLOW)
+    forms = ["10.8.8.8", "::ffff:10.8.8.8", "::FFFF:a08:808", "10.8.8.8"]
+    assert [(await send(session, base, "hi", {XFF: a})).status for a in forms] == [201, 201, 201, 429]
+    assert (await send(session, base, "hi", {XFF: "10.8.8.9"})).status == 201
+
+
+@pytest.mark.parametrize(("text", "prefix", "key"), [
+    ("10.8.8.8", 64, "10.8.8.8"),
+    ("::ffff:10.8.8.8", 64, "10.8.8.8"),
+    ("::ffff:a08:808", 128, "10.8.8.8"),
+    ("2001:DB8:0:0:1::7", 64, "2001:db8::/64"),
+    ("2001:db8:0:0:1::7", 128, "2001:db8::1:0:0:7"),
+    ("2001:db8:aa:bb::1", 48, "2001:db8:aa::/48"),
+    ("fe80::1%eth0", 128, "fe80::1"),
+    ("not-an-address", 64, "not-an-address"),
+])
+def test_address_keys(text: str, prefix: int, key: str) -> None:
+    assert address_key(text, prefix) == key
+
+
+async def test_slow_mode_keys_an_anonymous_poster_like_the_rate_limits(start_server: StartServer, tmp_path: Path,
+                                                                       session: aiohttp.ClientSession) -> None:
+    # Slow mode is set by a moderator (a writer with a key); anonymous posts come to an open writer on the same database.
+    db = f"sqlite:///{tmp_path}/shared.db"
+    moderated = await start_server(storage=db, auth_jwt_secret=SECRET)
+    open_writer = await start_server(storage=db, trusted_proxies=("127.0.0.1",))
+    moderator = jwt.encode({"sub": "mod", "roles": ["moderator"], "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+    async with session.put(f"{moderated}/v1/videos/v1/settings", json={"slow_mode_s": 600},
+                           headers={"Authorization": f"Bearer {moderator}"}) as r:
+        assert r.status == 200, await r.text()
+    posters = ["2001:db8:0:1::1", "2001:db8:0:1::2", "10.8.8.8", "::ffff:a08:808", "2001:db8:0:2::1"]
+    statuses = [(await send(session, open_writer, "hi", {XFF: a})) for a in posters]
+    assert [r.status for r in statuses] == [201, 429, 201, 429, 201]
+    assert all(r.headers.get("Retry-After") for r in statuses if r.status == 429)
+    assert await all_seqs(session, open_writer, "v1") == [1, 2, 3]

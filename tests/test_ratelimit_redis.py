@@ -84,3 +84,32 @@ async def test_an_outage_fails_closed_when_configured(start_server: StartServer,
     assert await all_seqs(session, base, "v1") == []
     assert await metric(session, base, ERRORS + '{outcome="refused"}') == 1
     assert await metric(session, base, 'livecomments_comments_rejected_total{code="rate_limit_unavailable"}') == 1
+
+
+async def readyz(session: aiohttp.ClientSession, base: str) -> tuple[int, dict[str, Any]]:
+    async with asyncio.timeout(5):
+        async with session.get(f"{base}/readyz") as r:
+            return r.status, await r.json()
+
+
+async def test_readyz_is_not_ready_while_fail_closed_limits_refuse_every_post(
+    start_server: StartServer, redis_server: RedisProcess, session: aiohttp.ClientSession,
+) -> None:
+    base = await start_server(auth_jwt_secret=SECRET, rate_limit_redis=redis_server.url, rate_limit_fail_open=False,
+                              rate_limit_per_s=1.0)
+    assert await readyz(session, base) == (200, {"status": "ready"})
+    redis_server.stop()
+    assert await readyz(session, base) == (503, {"status": "not_ready", "reason": "rate_limit_unavailable"})
+    assert await send(session, base, bearer("ana")) == 503  # what the balancer is told is what posts get
+    redis_server.start()
+    assert await readyz(session, base) == (200, {"status": "ready"})
+    assert await send(session, base, bearer("ana")) == 201
+
+
+async def test_readyz_stays_ready_while_fail_open_limits_let_posts_through(
+    start_server: StartServer, redis_server: RedisProcess, session: aiohttp.ClientSession,
+) -> None:
+    base = await start_server(auth_jwt_secret=SECRET, rate_limit_redis=redis_server.url, rate_limit_per_s=1.0)
+    redis_server.stop()
+    assert await readyz(session, base) == (200, {"status": "ready"})
+    assert await send(session, base, bearer("ana")) == 201

@@ -15,7 +15,7 @@ import pytest
 from livecomments.backends import open_storage
 from livecomments.model import NewComment
 from livecomments.storage.base import MAX_SLOW_MODE_S
-from livecomments.storage.errors import IdempotencyKeyReused, NoSuchComment, NotYourComment
+from livecomments.storage.errors import CommentDeleted, IdempotencyKeyReused, NoSuchComment, NotYourComment
 from tests import test_storage_contract
 
 storage = test_storage_contract.storage  # the same fixture: every backend, one and two writers
@@ -75,9 +75,31 @@ async def test_a_retry_of_a_deleted_comment_is_not_a_new_comment(storage: Any) -
     new = NewComment("v", "Ana", "t", user="u-ana")
     await storage.add(new, "key-1")
     await storage.delete("v", 1, by="u-mod", moderator=True)
-    with pytest.raises(IdempotencyKeyReused):
+    with pytest.raises(CommentDeleted):  # said as such, not as a key used for another comment
         await storage.add(new, "key-1")
+    with pytest.raises(IdempotencyKeyReused):  # another body under that key is still a reuse
+        await storage.add(NewComment("v", "Ana", "other", user="u-ana"), "key-1")
     assert await storage.last_seq("v") == 2
+
+
+async def test_retention_by_count_keeps_the_newest_shown_comments(storage: Any) -> None:
+    for i in range(1, 21):
+        await storage.add(NewComment("v", "a", f"t{i}", user="u"), f"k{i}")
+    for seq in (18, 19, 20):  # delete entries 21, 22, 23
+        await storage.delete("v", seq, by="m", moderator=True)
+    await storage.add(NewComment("few", "a", "one"))
+    await storage.delete("few", 1, by="m", moderator=True)
+    while await storage.prune(keep_comments=5, older_than=0, limit=3):  # small batches
+        pass
+    assert [c.seq for c in await storage.page("v", limit=10)] == [17, 16, 15, 14, 13]  # five still shown
+    assert [c.seq for c in await storage.since("v", 0, 100)] == list(range(13, 24))  # their deletes stay in the log
+    assert [c.seq for c in await storage.since("few", 0, 100)] == [1, 2]  # fewer than five shown: all kept
+    for i in range(21, 26):  # five new comments: now the old ones and the deletes go
+        await storage.add(NewComment("v", "a", f"t{i}", user="u"))
+    while await storage.prune(keep_comments=5, older_than=0, limit=100):
+        pass
+    assert [c.seq for c in await storage.since("v", 0, 100)] == list(range(24, 29))
+    assert await storage.last_seq("v") == 28
 
 
 async def test_concurrent_posts_and_deletes_keep_seq_contiguous(storage: Any) -> None:

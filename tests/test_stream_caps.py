@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from livecomments.edge.admission import fit_caps
 from livecomments.edge.app import create_app
 from tests import conftest
 from tests.helpers import metric, post, status, until_metric
@@ -111,8 +112,11 @@ async def test_streams_past_the_per_address_cap_are_refused(tmp_path: Path):
 
 
 async def test_the_cap_fits_the_open_files_limit_and_health_checks_still_get_answers(spawn, tmp_path, monkeypatch):
-    """A process whose hard open files limit is 400: the default cap (10,000) is lowered to keep
-    a quarter of the descriptors spare, so at the cap /healthz and posts are still answered."""
+    """A process whose hard open files limit is 400: the default caps (10,000 streams, 4,096
+    connections) are lowered to share what is left once a quarter of the descriptors is kept
+    spare (213 streams, 87 connections), so at the stream cap /healthz and posts are still answered."""
+    caps = fit_caps(10_000, 4096, 1, 400)
+    assert (caps.streams, caps.connections, caps.headroom) == (213, 87, 100)
     wrapper = tmp_path / "python-nofile-400"
     wrapper.write_text(f'#!/bin/sh\nexec prlimit --nofile=400:400 {sys.executable} "$@"\n')
     wrapper.chmod(0o755)
@@ -125,12 +129,15 @@ async def test_the_cap_fits_the_open_files_limit_and_health_checks_still_get_ans
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(sock_read=10)) as session:
         try:
             streams = []
-            for start in range(0, 300, 50):  # a few at a time: joining requests are connections in flight
-                streams += await asyncio.gather(*(open_stream(session, base, f"f{i % 7}") for i in range(start, start + 50)))
+            for start in range(0, caps.streams, 50):  # a few at a time: joining requests are connections in flight
+                streams += await asyncio.gather(*(open_stream(session, base, f"f{i % 7}")
+                                                  for i in range(start, min(start + 50, caps.streams))))
             await _assert_refused(session, f"{base}/v1/videos/f0/stream")
             assert await status(session, f"{base}/healthz") == 200
             await post(session, base, "f1", "at the cap")
             assert (await streams[1].next_comment())["text"] == "at the cap"
         finally:
             close_streams(session)
-    assert "max_streams 10000 lowered to 300" in server.log_path.read_text()  # said so at start
+    log = server.log_path.read_text()
+    assert "max_streams 10000 -> 213, max_connections 4096 -> 87" in log  # said so at start, once
+    assert log.count("caps fitted to the open files limit") == 1

@@ -49,10 +49,13 @@ async def until(predicate: Any, timeout: float = 10.0, what: str = "") -> None:
         await asyncio.sleep(0.05)
 
 
+SECRET = "s3cret-" * 5  # the dispatcher's: through the environment, as the README says, never a flag
+
+
 def workers_args(strategy: str, redis_url: str, tmp_path: Path, workers: int = 2) -> list[str]:
     args = ["--workers", str(workers), "--strategy", strategy, "--storage", f"sqlite:///{tmp_path}/w.db"]
     if strategy == "dispatcher":
-        return [*args, "--registry", redis_url, "--cluster-secret", "s" * 32]
+        return [*args, "--registry", redis_url]
     return [*args, "--broker", redis_url]
 
 
@@ -72,8 +75,10 @@ async def streams_on_every_worker(session: aiohttp.ClientSession, url: str, vide
 @pytest.mark.parametrize("strategy", ["broadcast", "partitioned", "dispatcher"])
 async def test_viewers_on_every_worker_see_every_comment_once_in_order(strategy, spawn, redis_server, session,
                                                                       tmp_path):
-    server = spawn(*workers_args(strategy, redis_server.url, tmp_path))
+    server = spawn(*workers_args(strategy, redis_server.url, tmp_path), env={"LIVECOMMENTS_CLUSTER_SECRET": SECRET})
     port = server.url.rsplit(":", 1)[1]
+    shown = [_cmdline(Path(f"/proc/{pid}")) for pid in {server.proc.pid, *children(server.proc.pid)}]
+    assert len(shown) == 3 and not [c for c in shown if SECRET.encode() in c]  # the workers get it in memory
     by_worker = await streams_on_every_worker(session, server.url, "hot")
     assert set(by_worker) == {f"127.0.0.1:{port}/w1", f"127.0.0.1:{port}/w2"}
     # Posts land on either worker too: each post is a fresh connection.

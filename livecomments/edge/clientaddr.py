@@ -13,7 +13,8 @@ import ipaddress
 
 from aiohttp import web
 
-from livecomments.addresses import Network
+from livecomments.addresses import Network, address_key
+from livecomments.edge.keys import CONFIG
 
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
 
@@ -43,3 +44,10 @@ def client_address(request: web.Request) -> str | None:
         if not trusted:
             return hop
     return client
+
+
+def client_key(request: web.Request) -> str | None:
+    """What an anonymous client is limited under (rate limits, slow mode): its address's
+    canonical key, an IPv6 client's whole network of `ipv6_prefix` bits (livecomments/addresses.py)."""
+    address = client_address(request)
+    return None if address is None else address_key(address, request.app[CONFIG].ipv6_prefix)

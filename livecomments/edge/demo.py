@@ -8,18 +8,22 @@ page's escaping still could not run code or send data elsewhere.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from yarl import URL
 
 from livecomments.edge.keys import CONFIG
+from livecomments.errors import ApiError
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
 )
+CONTROLS = re.compile("[\x00-\x1f\x7f]")
 DEMO_FILES = {
     "index.html": "text/html",
     "style.css": "text/css",
@@ -59,9 +63,11 @@ async def demo_config(request: web.Request) -> web.Response:
 
 
 async def to_demo(request: web.Request) -> web.Response:
-    """`/` and `/demo` → `/demo/`, keeping the query (`?video=ID`)."""
-    location = "/demo/" + (f"?{request.query_string}" if request.query_string else "")
-    return web.Response(status=302, headers={"Location": location})
+    """`/` and `/demo` → `/demo/`, keeping the query (`?video=ID`) re-encoded: never the decoded
+    text, whose CR/LF would end the Location header (aiohttp then sends nothing at all)."""
+    if any(CONTROLS.search(part) for item in request.query.items() for part in item):
+        raise ApiError(400, "bad_request", "the query holds control characters")
+    return web.Response(status=302, headers={"Location": str(URL("/demo/").with_query(request.query))})
 
 
 def add_routes(app: web.Application) -> None:

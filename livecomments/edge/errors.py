@@ -8,7 +8,13 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from livecomments.errors import CLIENT_GONE, STORAGE_UNAVAILABLE, ApiError, dumps
-from livecomments.storage.errors import IdempotencyKeyReused, Overloaded, StorageError, StorageUnavailable
+from livecomments.storage.errors import (
+    CommentDeleted,
+    IdempotencyKeyReused,
+    Overloaded,
+    StorageError,
+    StorageUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,9 @@ STORAGE_REFUSALS: dict[type[StorageError], tuple[int, str, str, int | None]] = {
     StorageUnavailable: (503, STORAGE_UNAVAILABLE, "storage cannot be reached; nothing was stored", 1),
     Overloaded: (503, "overloaded", "too many posts are waiting to be stored; nothing was stored", 1),
     IdempotencyKeyReused: (422, "idempotency_key_reused", "this Idempotency-Key was first used for another comment", None),
+    # The same code (the key is used up; clients and the metrics' fixed label set know it), its own message.
+    CommentDeleted: (422, "idempotency_key_reused",
+                     "the comment first posted with this Idempotency-Key was deleted; nothing was stored", None),
 }
 
 

@@ -16,11 +16,11 @@ import orjson
 from aiohttp import web
 
 from livecomments.edge.auth import USER
-from livecomments.edge.clientaddr import client_address
+from livecomments.edge.clientaddr import client_key
 from livecomments.edge.keys import STORAGE, STRATEGY
 from livecomments.errors import ApiError, dumps, retry_after
 from livecomments.model import parse_video_id
-from livecomments.storage.base import MAX_SLOW_MODE_S
+from livecomments.storage.base import MAX_SLOW_MODE_S, Moderation
 from livecomments.storage.errors import NoSuchComment, NotYourComment
 from livecomments.tokens import Identity, Unauthorized
 
@@ -35,21 +35,33 @@ class SlowMode(ApiError):
                          f"slow mode: one comment per {interval} s here; retry in {headers['Retry-After']} s", headers)
 
 
+def moderation_of(request: web.Request) -> Moderation:
+    """The storage, as this module uses it: bans, slow mode, deletes."""
+    return request.app[STORAGE]
+
+
+def poster(request: web.Request) -> str:
+    """Who posts, as slow mode and Idempotency-Keys tell posters apart: the token's sub when
+    authenticated ("u:SUB"), else the client's address ("a:ADDRESS", behind trusted proxies the
+    forwarded one)."""
+    user = request.get(USER)
+    return "u:" + user.sub if user is not None else "a:" + (client_key(request) or "unknown")
+
+
 async def check_post(request: web.Request, video_id: str, idempotency_key: str | None) -> None:
     """Refuse a post from a user banned from the video, or too soon under its slow mode.
     Moderators are exempt. Call after validation: a slow-mode claim is the post's first write."""
     user = request.get(USER)
     if user is not None and user.moderator:
         return
-    storage = request.app[STORAGE]
+    storage = moderation_of(request)
     now = time.time()
     banned_until, slow_mode_s = await storage.post_policy(video_id, None if user is None else user.sub, now)
     if banned_until is not None:
         ends = datetime.fromtimestamp(banned_until, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         raise ApiError(403, "banned", f"you are banned from posting to this video until {ends}")
     if slow_mode_s:
-        poster = "u:" + user.sub if user is not None else "a:" + (client_address(request) or "unknown")
-        wait = await storage.claim_slot(video_id, poster, now, slow_mode_s, idempotency_key)
+        wait = await storage.claim_slot(video_id, poster(request), now, slow_mode_s, idempotency_key)
         if wait > 0:
             raise SlowMode(wait, slow_mode_s)
 
@@ -94,7 +106,7 @@ async def delete_comment(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", f"{video_id} has no comment {raw}")
     user = _identity(request)
     try:
-        entry = await request.app[STORAGE].delete(video_id, int(raw), by=user.sub, moderator=user.moderator)
+        entry = await moderation_of(request).delete(video_id, int(raw), by=user.sub, moderator=user.moderator)
     except NoSuchComment:
         raise ApiError(404, "not_found", f"{video_id} has no comment {raw}") from None
     except NotYourComment:
@@ -109,7 +121,7 @@ async def put_settings(request: web.Request) -> web.Response:
     _moderator(request)
     body = await _json_object(request)
     slow_mode_s = _int_field(body, "slow_mode_s", MAX_SLOW_MODE_S)
-    await request.app[STORAGE].set_slow_mode(video_id, slow_mode_s)
+    await moderation_of(request).set_slow_mode(video_id, slow_mode_s)
     return web.json_response({"video_id": video_id, "slow_mode_s": slow_mode_s}, dumps=dumps)
 
 
@@ -123,7 +135,7 @@ async def post_ban(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_user", f"user must be a token sub of 1-{MAX_USER} characters")
     ttl_s = _int_field(body, "ttl_s", MAX_BAN_S)
     until = time.time() + ttl_s
-    await request.app[STORAGE].ban(video_id, user, until if ttl_s else 0.0)
+    await moderation_of(request).ban(video_id, user, until if ttl_s else 0.0)
     if not ttl_s:
         return web.Response(status=204)
     return web.json_response({"video_id": video_id, "user": user, "until": until}, status=201, dumps=dumps)

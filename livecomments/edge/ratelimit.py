@@ -1,4 +1,6 @@
-"""Token-bucket rate limits on posting: per user, or per client address when anonymous.
+"""Token-bucket rate limits on posting: per user, or per client address when anonymous (its
+canonical key: one bucket for every text form of an IPv4 address, and for an IPv6 client's
+whole network of `ipv6_prefix` bits; see livecomments/addresses.py).
 
 A bucket holds up to `burst` tokens and refills at `rate` per second; a post takes one.
 In-process by default; shared by every writer through Redis when a Redis URL is configured,
@@ -20,7 +22,7 @@ from aiohttp import web
 
 from livecomments.config import mask_url
 from livecomments.edge.auth import USER
-from livecomments.edge.clientaddr import client_address
+from livecomments.edge.clientaddr import client_key
 from livecomments.edge.keys import CONFIG, METRICS
 from livecomments.errors import ApiError, retry_after
 from livecomments.metrics import Metrics
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 MAX_LOCAL_KEYS = 100_000  # ~15 MB; past it the least recently used bucket goes (it may not be full yet)
 REDIS_TIMEOUT = 0.5  # seconds a check may wait for Redis before failing open or closed
 KEY_PREFIX = "lc:rl:"
+RATE_LIMIT_UNAVAILABLE = "rate_limit_unavailable"  # the store is down and limits fail closed (posts, /readyz)
 
 # KEYS[1] the bucket; ARGV rate/s, burst. Returns {1 allowed | 0 refused, seconds to wait as a string}
 # (Redis truncates Lua numbers to integers on return). TIME in a script is safe: Redis >= 5
@@ -78,6 +81,10 @@ class Buckets(Protocol):
         """Take a token from `key`'s bucket: 0 if taken, else the seconds until one is there."""
         ...
 
+    async def reachable(self) -> bool:
+        """Whether a `take` now would reach the buckets (for /readyz; bounded like `take`)."""
+        ...
+
 
 class LocalBuckets:
     """This process's buckets, least recently used first."""
@@ -93,6 +100,9 @@ class LocalBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+    async def reachable(self) -> bool:
+        return True
 
     async def take(self, key: str) -> float:
         now = self._clock()
@@ -118,6 +128,7 @@ class LocalBuckets:
 
 class RedisBuckets:
     def __init__(self, client: Redis, rate: float, burst: int) -> None:
+        self._client = client
         self._script = client.register_script(TAKE_SCRIPT)  # EVALSHA; EVAL once after a Redis restart
         self._args = (repr(rate), str(burst))
 
@@ -130,6 +141,16 @@ class RedisBuckets:
         except (RedisError, OSError, TimeoutError) as e:
             raise BucketsUnavailable(type(e).__name__) from e
         return 0.0 if int(allowed) else float(wait)
+
+    async def reachable(self) -> bool:
+        from redis.exceptions import RedisError
+
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                await self._client.ping()
+        except (RedisError, OSError, TimeoutError):
+            return False
+        return True
 
 
 class RateLimiter:
@@ -152,6 +173,11 @@ class RateLimiter:
         if wait > 0:
             raise RateLimited(wait)
 
+    async def refusing(self) -> bool:
+        """Whether posts are refused now whatever their bucket: the buckets are unreachable and
+        limits fail closed (/readyz: a writer that refuses every post is not ready)."""
+        return not self._fail_open and not await self._buckets.reachable()
+
     def _on_outage(self, e: BucketsUnavailable) -> None:
         outcome = "allowed" if self._fail_open else "refused"
         self._metrics.rate_limit_errors.labels(outcome).inc()
@@ -159,7 +185,7 @@ class RateLimiter:
             log.warning("rate limits unreachable (%s): posts are %s until they are back", e, outcome)
             self._failing = True
         if not self._fail_open:
-            raise ApiError(503, "rate_limit_unavailable", "rate limits cannot be checked now; nothing was stored",
+            raise ApiError(503, RATE_LIMIT_UNAVAILABLE, "rate limits cannot be checked now; nothing was stored",
                            retry_after(1))
 
 
@@ -197,7 +223,7 @@ async def limit_post(request: web.Request) -> None:
     if user is not None:
         await limiter.check("u:" + user.sub)
         return
-    address = client_address(request)
+    address = client_key(request)
     # Loopback is an address like any other: a proxy on the same host without trusted_proxies
     # then puts all its clients in one bucket (loudly limited), never in none. Local rigs that
     # post fast (cluster, benchmarks, the test harness) turn limits off with rate_limit_per_s=0.

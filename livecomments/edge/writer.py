@@ -14,8 +14,18 @@ from livecomments.edge.keys import CONFIG, METRICS, STORAGE, STRATEGY
 from livecomments.edge.ratelimit import limit_post
 from livecomments.errors import ApiError, dumps
 from livecomments.model import parse_new_comment, parse_video_id
+from livecomments.storage.base import CommentLog
 
 MAX_KEY = 128
+
+
+def scoped_key(poster: str, key: str) -> str:
+    """The Idempotency-Key as storage keeps it (unique per video): prefixed with its poster, so
+    another poster's same key is his own, never an answer about ours. The newline cannot occur in
+    a key (printable ASCII only), so no two (poster, key) pairs meet. No schema change: a key kept
+    before this prefix (an existing database) matches no post any more, so a retry that spans the
+    upgrade is stored as a new comment; such keys leave with their comments at retention."""
+    return f"{poster}\n{key}"
 
 
 async def post_comment(request: web.Request) -> web.Response:
@@ -38,7 +48,8 @@ async def post_comment(request: web.Request) -> web.Response:
     if user is not None:
         new = replace(new, user=user.sub)  # kept for moderation (own deletes); never in the public JSON
     await moderation.check_post(request, video_id, key)
-    comment = await request.app[STORAGE].add(new, key)
+    log: CommentLog = request.app[STORAGE]
+    comment = await log.add(new, None if key is None else scoped_key(moderation.poster(request), key))
     request.app[METRICS].stored.inc()
     await request.app[STRATEGY].publish(comment)  # queued, never waits: realtime repairs what is lost
     return web.json_response(comment.to_dict(), status=201, dumps=dumps)
@@ -49,7 +60,8 @@ async def get_comments(request: web.Request) -> web.Response:
     video_id = parse_video_id(request.match_info["video_id"])
     query = request.query
     limit = _int_param(query, "limit", 50, 1, config.page_limit)
-    secret = cursor.signing_key(config.cursor_secret, request.app[STORAGE].cursor_secret)
+    log: CommentLog = request.app[STORAGE]
+    secret = cursor.signing_key(config.cursor_secret, log.cursor_secret)
     given = [name for name in ("before", "after", "offset") if name in query]
     if len(given) > 1:
         raise ApiError(400, "conflicting_parameters", f"use only one of {', '.join(given)}")
@@ -58,9 +70,7 @@ async def get_comments(request: web.Request) -> web.Response:
     # offset= is here to show why cursors win: it re-reads and skips `offset` rows,
     # and rows inserted between pages shift it (duplicates on the next page).
     offset = _int_param(query, "offset", 0, 0, 10**9)
-    comments = await request.app[STORAGE].page(
-        video_id, before=before, after=after, limit=limit, offset=offset
-    )
+    comments = await log.page(video_id, before=before, after=after, limit=limit, offset=offset)
     nxt = cursor.encode(secret, video_id, comments[-1].seq) if len(comments) == limit else None
     body = {"comments": [c.to_dict() for c in comments], "next": nxt}
     return web.json_response(body, dumps=dumps)

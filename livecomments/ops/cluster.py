@@ -7,45 +7,41 @@ Every child runs in its own process group, so stop() ends each one with its chil
 (nginx workers) and touches nothing this launcher did not start. Children also die with the
 launcher when it dies without running stop() (SIGKILL, a crash): each gets a parent-death
 signal, SIGTERM, so it shuts down as on Ctrl-C (nginx's master takes its workers with it).
+While the command runs, a member that dies is reaped at once and started again on its port
+(members.py: backoff, and the cluster stops when one keeps dying at start); signals.py is how
+it waits for that or for Ctrl-C/SIGTERM/SIGHUP without a lock in a signal handler.
 `Cluster` is the same thing as a Python API for benchmarks and tests.
 """
 
 from __future__ import annotations
 
 import atexit
-import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 import click
 
-from livecomments.config import STRATEGIES
-from livecomments.ops.lbconfig import BALANCE_FACTOR, POLICIES, Balancer, render
+from livecomments.config import ENV_PREFIX, STRATEGIES, mask_url
+from livecomments.ops.lbconfig import BALANCE_FACTOR, POLICIES, Balancer, write_config
+from livecomments.ops.members import ClusterError, Member, check_port_free, secret_in, wait_http
 from livecomments.ops.procs import SBIN_PATH, RedisServer, RedisUnavailable, die_with_parent, free_port
+from livecomments.ops.signals import StopSignals, wait_for_stop
+
+__all__ = ["Cluster", "ClusterError", "Member", "cluster", "find_binary"]
 
 # Debian packages that provide each binary we start.
 PACKAGES = {"nginx": "nginx", "haproxy": "haproxy", "redis-server": "redis-server"}
 BALANCERS = ("nginx", "haproxy", "none")
-_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot start; the message is for the user."""
 
 
 def find_binary(name: str) -> str:
@@ -59,35 +55,6 @@ def _free_port(taken: set[int]) -> int:
     while (port := free_port()) in taken:
         pass
     return port
-
-
-@dataclass
-class Member:
-    """One process of the cluster."""
-
-    name: str  # redis, w1…, rt1…, nginx or haproxy
-    url: str
-    args: list[str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid if self.proc else 0
-
-    @property
-    def address(self) -> str:
-        return self.url.split("://", 1)[1].split("/", 1)[0]
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True, preexec_fn=die_with_parent())
-
-    def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-1500:]
-            raise ClusterError(f"{self.name} exited with {self.proc.returncode}; {self.log}:\n{tail}")
 
 
 class Cluster:
@@ -106,11 +73,15 @@ class Cluster:
             raise ClusterError("policy bounded needs --lb haproxy (hash-balance-factor): nginx has no bounded loads")
         if broker_url and broker_url.startswith("memory://") and strategy != "dispatcher":
             raise ClusterError("processes cannot share an in-memory broker: use redis://… or no --broker-url")
+        if env_name := secret_in(serve_args):
+            raise ClusterError(f"a secret in --serve-arg is shown to every local user by ps: set {env_name} "
+                               "in the environment instead (every member inherits it)")
         self.realtime_count, self.writer_count, self.strategy = realtime, writers, strategy
         self.lb, self.policy, self.balance_factor, self.base_port = lb, policy, balance_factor, base_port
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="livecomments-cluster-")).resolve()
         self.broker_url, self.registry, self.serve_args = broker_url, registry, list(serve_args)
         self.members: list[Member] = []
+        self.env: dict[str, str] = {}  # for every livecomments member: its secrets, kept off the command lines
         self.url = ""
         self._ports = self._port_numbers()
 
@@ -142,7 +113,7 @@ class Cluster:
         count = len(binaries) + self.writer_count + self.realtime_count  # balancer, redis: one port each
         ports = [next(self._ports) for _ in range(count)]
         for port in ports:  # a taken one fails before anything starts, not as a child's log tail
-            _check_port_free(port)
+            check_port_free(port)
         self._ports = iter(ports)
         self.workdir.mkdir(parents=True, exist_ok=True)
         atexit.register(self.stop)
@@ -165,7 +136,7 @@ class Cluster:
                 member.start()
         for member in self.members:
             if member.name != "redis":
-                _wait_http(member, ("/healthz", "/readyz"), deadline)
+                wait_http(member, ("/healthz", "/readyz"), deadline)
         self.url = self.writers[0].url
         if self.lb != "none":
             self.url = self._start_balancer(binaries[self.lb], lb_port, deadline)
@@ -189,10 +160,13 @@ class Cluster:
                     raise ClusterError(f"{e}; see {redis.log}") from None
             redis.proc = server.proc
             redis_url = redis.url
-        if self.strategy == "dispatcher":
-            args += ["--registry", self.registry or redis_url, "--cluster-secret", secrets.token_hex(16)]
-        else:
-            args += ["--broker", self.broker_url or redis_url]
+        self.env[ENV_PREFIX + "CLUSTER_SECRET"] = secrets.token_hex(16)
+        name, url = ("registry", self.registry or redis_url) if self.strategy == "dispatcher" else \
+            ("broker", self.broker_url or redis_url)
+        if mask_url(url) == url:
+            args += [f"--{name}", url]
+        else:  # its password stays off the command line
+            self.env[ENV_PREFIX + name.upper()] = url
         # A local rig whose load generator posts from one address: rate limits off, unless
         # --serve-arg turns them on (a later flag wins).
         return args + ["--rate-limit-per-s", "0"] + self.serve_args
@@ -202,7 +176,7 @@ class Cluster:
         url = f"http://127.0.0.1:{port}"
         args = [sys.executable, "-m", "livecomments", "serve", "--role", role, "--port", str(port),
                 "--server-id", name, *shared]
-        self.members.append(Member(name, url, args, self.workdir / f"{name}.log"))
+        self.members.append(Member(name, url, args, self.workdir / f"{name}.log", env=self.env))
 
     def _start_balancer(self, binary: str, port: int, deadline: float) -> str:
         balancer = Balancer(f"127.0.0.1:{port}", [m.address for m in self.servers],
@@ -214,28 +188,34 @@ class Cluster:
         else:  # -db: stay in the foreground, in the process group stop() signals
             conf, log = self.workdir / "haproxy.cfg", self.workdir / "haproxy.log"
             args = [binary, "-db", "-f", str(conf)]
-        conf.write_text(render(balancer, self.lb))
+        write_config(balancer, self.lb, conf, log)  # its logs (and HAProxy's, its stdout) 0640
         member = Member(self.lb, f"http://127.0.0.1:{port}", args, log)
         self.members.append(member)
         member.start()
-        _wait_http(member, ("/healthz",), deadline)
+        wait_http(member, ("/healthz",), deadline)
         return member.url
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every process group we started, SIGKILL what is left after `timeout`."""
         running = [m for m in reversed(self.members) if m.proc is not None and m.proc.returncode is None]
         for m in running:
-            _signal_group(m, signal.SIGTERM)
+            m.signal_group(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for m in running:
             assert m.proc is not None
             try:
                 m.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(m, signal.SIGKILL)
+                m.signal_group(signal.SIGKILL)
                 m.proc.wait(5)
-            _signal_group(m, signal.SIGKILL)  # stragglers of the group (none when the leader waited)
+            m.signal_group(signal.SIGKILL)  # stragglers of the group (none when the leader waited)
         atexit.unregister(self.stop)
+
+    def tend(self) -> float:
+        """Reap the members that died, start them again when due (Member.tend); ClusterError when one
+        keeps dying at start. Returns how long the caller may sleep: a child's death wakes it sooner."""
+        due = [m.tend() for m in self.members]
+        return min([5.0, *(d for d in due if d is not None)])
 
     def __enter__(self) -> Cluster:
         return self.start()
@@ -243,39 +223,6 @@ class Cluster:
     def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
-
-
-def _signal_group(member: Member, sig: int) -> None:
-    try:
-        os.killpg(member.pid, sig)  # start_new_session: the group id is the leader's pid
-    except ProcessLookupError:
-        pass
-
-
-def _check_port_free(port: int) -> None:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no obstacle
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as e:
-            raise ClusterError(f"port {port} is taken ({e.strerror}): choose another --base-port, or none") from None
-
-
-def _wait_http(member: Member, paths: Sequence[str], deadline: float) -> None:
-    """Poll until every path answers 200: there is no event to wait for in another process."""
-    pending = list(paths)
-    while pending:
-        member.check_alive()
-        try:
-            with _LOCAL.open(member.url + pending[0], timeout=1.0) as resp:
-                if resp.status == 200:
-                    pending.pop(0)
-                    continue
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise ClusterError(f"{member.name} did not answer {pending[0]} in time; see {member.log}")
-        time.sleep(0.05)
 
 
 @click.command("cluster")
@@ -304,38 +251,34 @@ def cluster(realtime: int, writers: int, strategy: str, lb: str, policy: str, ba
     """Run a whole livecomments system on this machine until Ctrl-C, SIGTERM or SIGHUP."""
     if partitions is not None:
         serve_args += ("--partitions", str(partitions))
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal was closed
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        c = Cluster(realtime, writers, strategy, lb=lb, policy=policy, balance_factor=balance_factor,
-                    base_port=base_port, workdir=workdir,
-                    broker_url=broker_url, registry=registry, serve_args=serve_args)
-        c.start()
-    except ClusterError as e:
-        raise click.ClickException(str(e)) from None
-    board = None
-    try:
-        click.echo(f"url {c.url}")
-        for m in c.members:
-            click.echo(f"  {m.name:<6} {m.url:<28} pid {m.pid:<7} log {m.log}")
-        click.echo(f"demo {c.url}/demo/")
-        if dashboard:
-            from livecomments.ops.dashboard.server import DashboardServer, topology
-
-            board = DashboardServer(topology(c, partitions), port=dashboard_port)
-            click.echo(f"dashboard {board.start()}/")
-        click.echo(f"workdir {c.workdir}\nCtrl-C stops everything.", nl=True)
-        sys.stdout.flush()
-        while not stop.wait(0.5):  # also watch the children: one dying ends the cluster
+    with StopSignals() as stop:  # from here on those signals only end wait_for_stop: no lock in a handler
+        try:
+            c = Cluster(realtime, writers, strategy, lb=lb, policy=policy, balance_factor=balance_factor,
+                        base_port=base_port, workdir=workdir,
+                        broker_url=broker_url, registry=registry, serve_args=serve_args)
+            c.start()
+        except ClusterError as e:
+            raise click.ClickException(str(e)) from None
+        board = None
+        try:
+            click.echo(f"url {c.url}")
             for m in c.members:
-                m.check_alive()
-    except ClusterError as e:
-        raise click.ClickException(str(e)) from None
-    except OSError as e:  # the dashboard's port is taken
-        raise click.ClickException(f"dashboard: {e}") from None
-    finally:
-        if board is not None:
-            board.stop()
-        c.stop()
-        click.echo("stopped", err=True)
+                click.echo(f"  {m.name:<6} {m.url:<28} pid {m.pid:<7} log {m.log}")
+            click.echo(f"demo {c.url}/demo/")
+            if dashboard:
+                from livecomments.ops.dashboard.server import DashboardServer, topology
+
+                board = DashboardServer(topology(c, partitions), port=dashboard_port)
+                click.echo(f"dashboard {board.start()}/")
+            click.echo(f"workdir {c.workdir}\nCtrl-C stops everything.", nl=True)
+            sys.stdout.flush()
+            wait_for_stop(stop, c.tend)  # restarting members that die, until a stop signal
+        except ClusterError as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:  # the dashboard's port is taken
+            raise click.ClickException(f"dashboard: {e}") from None
+        finally:
+            if board is not None:
+                board.stop()
+            c.stop()
+            click.echo("stopped", err=True)

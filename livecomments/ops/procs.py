@@ -19,10 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+RESTART_DELAY = 1.0  # seconds before a dead process is started again; doubled for each quick crash in a row
+CRASH_LIMIT = 5  # deaths in a row, each within CRASH_WINDOW of its start, before a supervisor gives up
+CRASH_WINDOW = 10.0
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])  # nginx, redis may live in sbin
 
 
@@ -41,6 +45,28 @@ def redis_binary() -> str:
     if path is None:
         raise RedisUnavailable("redis-server is not installed: sudo apt-get install redis-server")
     return path
+
+
+@dataclass
+class Restarts:
+    """When a supervised process that died is started again (`serve --workers`, `cluster`).
+
+    After RESTART_DELAY, doubled for each death in a row within CRASH_WINDOW of its start (a process
+    that cannot start is not restarted in a tight loop); the CRASH_LIMIT-th such death gives up."""
+
+    started: float = 0.0
+    crashes: int = 0
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    def died(self) -> float | None:
+        """Seconds to wait before starting it again, or None: it keeps dying at start, give up."""
+        quick = time.monotonic() - self.started < CRASH_WINDOW
+        self.crashes = self.crashes + 1 if quick else 1
+        if self.crashes >= CRASH_LIMIT:
+            return None
+        return RESTART_DELAY * 2.0 ** (self.crashes - 1)
 
 
 class RedisServer:

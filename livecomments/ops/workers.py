@@ -27,7 +27,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, cast
@@ -39,13 +39,10 @@ from livecomments.edge.app import StartError, bind, run
 from livecomments.edge.keys import METRICS, METRICS_GATHER
 from livecomments.logs import setup_logging
 from livecomments.metrics import merge_labeled
-from livecomments.ops.procs import die_with_parent
+from livecomments.ops.procs import CRASH_WINDOW, Restarts, die_with_parent
 
 log = logging.getLogger(__name__)
 _fork = multiprocessing.get_context("fork")  # before any event loop or thread exists: safe
-RESTART_DELAY = 1.0  # seconds before a dead worker is forked again
-CRASH_LIMIT = 5  # deaths in a row, each within CRASH_WINDOW of its start, before the supervisor gives up
-CRASH_WINDOW = 10.0
 START_TIMEOUT = 60.0
 
 
@@ -54,8 +51,7 @@ class _Worker:
     index: int
     sock: socket.socket
     process: BaseProcess | None = None
-    started: float = 0.0
-    crashes: int = 0
+    restarts: Restarts = field(default_factory=Restarts)
 
 
 class _Hosted:
@@ -133,7 +129,7 @@ class _Supervisor:
         worker.process = _fork.Process(target=self._worker_main, args=(worker, die_with_parent()),
                                        name=f"livecomments-w{worker.index}")
         worker.process.start()
-        worker.started = time.monotonic()
+        worker.restarts.start()
 
     def _worker_main(self, worker: _Worker, set_death_signal: Callable[[], None] | None) -> None:
         """In the forked child: serve on this worker's socket until SIGTERM."""
@@ -202,14 +198,15 @@ class _Supervisor:
                 assert w.process is not None
                 if self.stopping:
                     break
-                w.crashes = w.crashes + 1 if time.monotonic() - w.started < CRASH_WINDOW else 1
-                if w.crashes >= CRASH_LIMIT:
-                    raise StartError(f"worker {w.index} died {w.crashes} times in a row within {CRASH_WINDOW:g} s of "
-                                     f"starting (exit {w.process.exitcode}); stopping")
+                delay = w.restarts.died()
+                if delay is None:
+                    raise StartError(f"worker {w.index} died {w.restarts.crashes} times in a row within "
+                                     f"{CRASH_WINDOW:g} s of starting (exit {w.process.exitcode}); stopping")
                 log.warning("worker %d (pid %d) exited with %s; starting it again in %g s",
-                            w.index, w.process.pid, w.process.exitcode, RESTART_DELAY)
+                            w.index, w.process.pid, w.process.exitcode, delay)
+                w.process.join(0)  # reaped now, not left a zombie until the next start
                 w.process = None
-                restart_at[w.index] = time.monotonic() + RESTART_DELAY
+                restart_at[w.index] = time.monotonic() + delay
             for w in self.workers:
                 if w.index in restart_at and time.monotonic() >= restart_at[w.index] and not self.stopping:
                     del restart_at[w.index]

@@ -177,10 +177,14 @@ async function poll() {
   setTimeout(poll, POLL_MS);
 }
 
+// The server puts this run's token in the page; state-changing calls send it back (a page on
+// another site cannot read it, nor send the header without a preflight the server never answers).
+const TOKEN = document.querySelector('meta[name="dashboard-token"]').content;
+
 async function send(method, body) {
-  const response = await fetch("api/load", {
-    method, headers: { "Content-Type": "application/json" }, body: body && JSON.stringify(body),
-  });
+  const headers = { "X-Dashboard-Token": TOKEN };
+  if (body) headers["Content-Type"] = "application/json";
+  const response = await fetch("api/load", { method, headers, body: body && JSON.stringify(body) });
   const answer = await response.json();
   if (!response.ok) throw new Error(answer.error ? answer.error.message : `HTTP ${response.status}`);
   renderLoad(answer.load);

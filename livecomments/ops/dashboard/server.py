@@ -5,6 +5,8 @@ GET /            the page (livecomments/dashboard/: vanilla HTML/CSS/JS, nothing
 GET /api/state   every member's figures (dashboard_stats.Monitor, scraped once a second) and the load run
 POST /api/load   start the workload model against the balancer: {videos, viewers, zipf, rate, duration}
 DELETE /api/load stop it
+Only for the dashboard's own page (guard.py): a foreign Host or Origin is refused, and the two
+state-changing calls need the run's token, which the page carries, and a JSON body.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aiohttp import web
 from livecomments.edge.demo import CSP
 from livecomments.edge.errors import error_response
 from livecomments.errors import dumps
+from livecomments.ops.dashboard.guard import Guard, new_token, page_with_token
 from livecomments.ops.dashboard.stats import Monitor, Topology
 from livecomments.ops.load import LoadRun, LoadSettings
 
@@ -70,6 +73,7 @@ class LoadControl:
 
 MONITOR = web.AppKey("monitor", Monitor)
 LOAD = web.AppKey("load", LoadControl)
+TOKEN = web.AppKey("token", str)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -86,6 +90,8 @@ async def page(request: web.Request) -> web.Response:
     if name not in FILES:
         return error_response(404, "not_found", f"no {name} here")
     body = (resources.files("livecomments.ops.dashboard") / name).read_bytes()
+    if name == "index.html":
+        body = page_with_token(body, request.app[TOKEN])
     return web.Response(body=body, headers={"Content-Type": f"{FILES[name]}; charset=utf-8",
                                             "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                                             "Cache-Control": "no-cache"})
@@ -103,6 +109,11 @@ async def start_load(request: web.Request) -> web.Response:
         return error_response(400, "invalid_json", "the body is not JSON")
     except ValueError as e:
         return error_response(400, "invalid_settings", str(e))
+    try:  # what LoadRun.run imports: without the bench extra the run would die unseen, "starting" for ever
+        from livecomments.benchmarks import common, strategies, strategies_report, viewers, workload  # noqa: F401
+    except ImportError as e:
+        return error_response(503, "bench_missing",
+                              f"load needs the bench extra ({e.name} is missing): pip install 'livecomments[bench]'")
     control = request.app[LOAD]
     if not control.start(settings):
         return error_response(409, "load_running", "a load run is going on: stop it first")
@@ -131,9 +142,11 @@ async def _poller(app: web.Application) -> AsyncIterator[None]:
         await app[LOAD].stop()
 
 
-def create_app(topo: Topology) -> web.Application:
-    app = web.Application()
-    app[MONITOR], app[LOAD] = Monitor(topo), LoadControl(topo.balancer)
+def create_app(topo: Topology, bound_host: str = "127.0.0.1", token: str | None = None) -> web.Application:
+    """`bound_host`: where the dashboard listens (a Host it answers to besides the loopback names)."""
+    token = token or new_token()
+    app = web.Application(middlewares=[Guard(bound_host, token).middleware])
+    app[MONITOR], app[LOAD], app[TOKEN] = Monitor(topo), LoadControl(topo.balancer), token
     app.cleanup_ctx.append(_poller)
     app.router.add_get("/", page)
     app.router.add_get("/{name:[a-z]+\\.(?:css|js|html)}", page)
@@ -178,7 +191,7 @@ class DashboardServer:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        runner = web.AppRunner(create_app(self.topology), access_log=None)
+        runner = web.AppRunner(create_app(self.topology, self.host), access_log=None)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port)
