@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from livecomments.cli import main
 from livecomments.config import ConfigError
 from tests.conftest import StartServer, make_config
-from tests.helpers import history
+from tests.helpers import history, post, post_reply
 
 SECRET = "a-test-secret-of-at-least-32-bytes!"
 ISSUER = "https://id.example"
@@ -48,29 +48,20 @@ def forge(header: dict[str, Any], payload: dict[str, Any], key: bytes) -> str:
     return f"{signing_input}.{b64(signature)}"
 
 
-async def post_as(session: aiohttp.ClientSession, base: str, token: str | None, body: dict[str, Any] | None = None,
-                  video: str = "v1") -> tuple[int, dict[str, Any], aiohttp.typedefs.LooseHeaders]:
-    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-    async with session.post(f"{base}/v1/videos/{video}/comments", json=body or {"text": "hi", "author": "mallory"},
-                            headers=headers) as r:
-        return r.status, await r.json(), r.headers
-
-
 async def test_a_token_names_the_author_and_the_body_cannot(start_server: StartServer,
                                                            session: aiohttp.ClientSession) -> None:
     base = await start_server(auth_jwt_secret=SECRET)
-    status, body, _ = await post_as(session, base, hs256(claims(name="Ana")), {"text": "hi", "author": "Mallory"})
-    assert (status, body["author"]) == (201, "Ana")
-    status, body, _ = await post_as(session, base, hs256(claims()), {"text": "no author in the body"})
-    assert (status, body["author"]) == (201, "u-ana")  # no name: the sub
+    assert (await post(session, base, "v1", "hi", "Mallory", token=hs256(claims(name="Ana"))))["author"] == "Ana"
+    body = await post(session, base, "v1", "no author in the body", None, token=hs256(claims()))
+    assert body["author"] == "u-ana"  # no name: the sub
 
 
 async def test_no_token_is_401_with_a_bearer_challenge(start_server: StartServer, session: aiohttp.ClientSession) -> None:
     base = await start_server(auth_jwt_secret=SECRET)
-    status, body, headers = await post_as(session, base, None)
-    assert status == 401
-    assert body["error"]["code"] == "unauthorized"
-    assert headers["WWW-Authenticate"] == 'Bearer realm="livecomments"'
+    reply = await post_reply(session, base, "v1", author="mallory")
+    assert reply.status == 401
+    assert reply.body["error"]["code"] == "unauthorized"
+    assert reply.headers["WWW-Authenticate"] == 'Bearer realm="livecomments"'
     assert (await history(session, base, "v1"))["comments"] == []
 
 
@@ -91,10 +82,10 @@ async def test_a_bad_token_is_401_invalid_token_and_stores_nothing(
     start_server: StartServer, session: aiohttp.ClientSession, token: str,
 ) -> None:
     base = await start_server(auth_jwt_secret=SECRET)
-    status, body, headers = await post_as(session, base, token)
-    assert status == 401, body
-    assert body["error"]["code"] == "unauthorized"
-    assert headers["WWW-Authenticate"].startswith('Bearer realm="livecomments", error="invalid_token"')
+    reply = await post_reply(session, base, "v1", author="mallory", token=token)
+    assert reply.status == 401, reply.body
+    assert reply.body["error"]["code"] == "unauthorized"
+    assert reply.headers["WWW-Authenticate"].startswith('Bearer realm="livecomments", error="invalid_token"')
     assert (await history(session, base, "v1"))["comments"] == []
 
 
@@ -111,10 +102,10 @@ async def test_not_a_bearer_authorization_is_401(start_server: StartServer, sess
 async def test_audience_and_issuer_are_checked_when_configured(start_server: StartServer,
                                                                session: aiohttp.ClientSession) -> None:
     base = await start_server(auth_jwt_secret=SECRET, auth_jwt_audience=AUDIENCE, auth_jwt_issuer=ISSUER)
-    assert (await post_as(session, base, hs256(claims(aud=AUDIENCE, iss=ISSUER))))[0] == 201
-    assert (await post_as(session, base, hs256(claims(aud="other", iss=ISSUER))))[0] == 401
-    assert (await post_as(session, base, hs256(claims(aud=AUDIENCE, iss="https://evil.example"))))[0] == 401
-    assert (await post_as(session, base, hs256(claims(iss=ISSUER))))[0] == 401  # no aud at all
+    await post(session, base, "v1", token=hs256(claims(aud=AUDIENCE, iss=ISSUER)))
+    await post(session, base, "v1", token=hs256(claims(aud="other", iss=ISSUER)), expect=401)
+    await post(session, base, "v1", token=hs256(claims(aud=AUDIENCE, iss="https://evil.example")), expect=401)
+    await post(session, base, "v1", token=hs256(claims(iss=ISSUER)), expect=401)  # no aud at all
 
 
 def _pem_public(key: Any) -> bytes:
@@ -135,10 +126,10 @@ async def test_public_key_tokens_from_a_pem_file(start_server: StartServer, sess
     path = tmp_path / "public.pem"
     path.write_bytes(_pem_public(private))
     base = await start_server(auth_jwt_public_key=str(path))
-    status, body, _ = await post_as(session, base, jwt.encode(claims(name="Ana"), private, algorithm=algorithm))
-    assert (status, body.get("author")) == (201, "Ana")
+    body = await post(session, base, "v1", "hi", "mallory", token=jwt.encode(claims(name="Ana"), private, algorithm=algorithm))
+    assert body.get("author") == "Ana"
     other = ASYMMETRIC[algorithm]()  # same kind of key, not the configured one
-    assert (await post_as(session, base, jwt.encode(claims(), other, algorithm=algorithm)))[0] == 401
+    await post(session, base, "v1", token=jwt.encode(claims(), other, algorithm=algorithm), expect=401)
 
 
 async def test_hs256_signed_with_the_public_key_is_refused(start_server: StartServer,
@@ -148,8 +139,7 @@ async def test_hs256_signed_with_the_public_key_is_refused(start_server: StartSe
     pem = _pem_public(private)
     base = await start_server(auth_jwt_public_key=pem.decode())  # the PEM itself, not a path
     for key in (pem, pem.strip()):
-        status, body, _ = await post_as(session, base, forge({"alg": "HS256", "typ": "JWT"}, claims(), key))
-        assert status == 401, body
+        await post(session, base, "v1", token=forge({"alg": "HS256", "typ": "JWT"}, claims(), key), expect=401)
     assert (await history(session, base, "v1"))["comments"] == []
 
 
@@ -198,8 +188,7 @@ async def test_token_command_mints_what_the_server_accepts(start_server: StartSe
     decoded = jwt.decode(token, SECRET, algorithms=["HS256"], audience=AUDIENCE)
     assert decoded["sub"] == "ana" and decoded["roles"] == ["moderator"] and decoded["exp"] - decoded["iat"] == 60
     base = await start_server(auth_jwt_secret=SECRET, auth_jwt_audience=AUDIENCE)
-    status, body, _ = await post_as(session, base, token)
-    assert (status, body["author"]) == (201, "Ana")
+    assert (await post(session, base, "v1", "hi", "mallory", token=token))["author"] == "Ana"
 
 
 async def test_token_command_with_a_private_key(start_server: StartServer, session: aiohttp.ClientSession,
@@ -211,8 +200,7 @@ async def test_token_command_with_a_private_key(start_server: StartServer, sessi
     result = CliRunner().invoke(main, ["token", "--sub", "bob", "--private-key", str(key_path)], env={})
     assert result.exit_code == 0, result.output
     base = await start_server(auth_jwt_public_key=_pem_public(private).decode())
-    status, body, _ = await post_as(session, base, result.output.strip())
-    assert (status, body["author"]) == (201, "bob")
+    assert (await post(session, base, "v1", "hi", "mallory", token=result.output.strip()))["author"] == "bob"
 
 
 def test_token_command_without_a_key_says_so() -> None:
@@ -225,11 +213,11 @@ async def test_a_remembered_token_still_expires(start_server: StartServer, sessi
     base = await start_server(auth_jwt_secret=SECRET, auth_jwt_leeway=0.0)
     exp = int(time.time()) + 1
     token = hs256(claims(exp=exp))
-    assert (await post_as(session, base, token))[0] == 201
-    assert (await post_as(session, base, token))[0] == 201  # the remembered one
+    await post(session, base, "v1", token=token)
+    await post(session, base, "v1", token=token)  # the remembered one
     await asyncio.sleep(max(0.0, exp - time.time()) + 0.05)  # the expiry itself is under test: a clock
-    status, body, headers = await post_as(session, base, token)
-    assert (status, body["error"]["message"]) == (401, "the token has expired")
+    body = await post(session, base, "v1", token=token, expect=401)
+    assert body["error"]["message"] == "the token has expired"
     assert len((await history(session, base, "v1"))["comments"]) == 2
 
 
@@ -239,17 +227,16 @@ async def test_a_token_from_an_issuer_whose_clock_is_ahead_is_accepted(start_ser
     ahead = int(time.time()) + 5
     token = hs256(claims(iat=ahead, nbf=ahead))
     base = await start_server(auth_jwt_secret=SECRET)
-    assert (await post_as(session, base, token))[0] == 201
+    await post(session, base, "v1", token=token)
     strict = await start_server(auth_jwt_secret=SECRET, auth_jwt_leeway=0.0)
-    status, body, _ = await post_as(session, strict, token)
-    assert (status, body["error"]["code"]) == (401, "unauthorized")
+    assert (await post(session, strict, "v1", token=token, expect=401))["error"]["code"] == "unauthorized"
 
 
 async def test_the_leeway_is_bounded(start_server: StartServer, session: aiohttp.ClientSession) -> None:
     base = await start_server(auth_jwt_secret=SECRET)
-    assert (await post_as(session, base, hs256(claims(exp=int(time.time()) - 5))))[0] == 201  # within 30 s
-    status, body, _ = await post_as(session, base, hs256(claims(exp=int(time.time()) - 60)))
-    assert (status, body["error"]["message"]) == (401, "the token has expired")
+    await post(session, base, "v1", token=hs256(claims(exp=int(time.time()) - 5)))  # within 30 s
+    body = await post(session, base, "v1", token=hs256(claims(exp=int(time.time()) - 60)), expect=401)
+    assert body["error"]["message"] == "the token has expired"
     assert len((await history(session, base, "v1"))["comments"]) == 1
 
 
@@ -264,21 +251,20 @@ async def test_a_display_name_longer_than_max_author_is_cut(start_server: StartS
     long = "Ana-" + "x" * 96  # 100 characters, as `name` or (no name) as `sub`
     base = await start_server(auth_jwt_secret=SECRET)
     token = hs256(claims(name=long) if name else claims(sub=long))
-    status, body, _ = await post_as(session, base, token)
-    assert (status, body.get("author")) == (201, long[:64]), body
+    body = await post(session, base, "v1", "hi", "mallory", token=token)
+    assert body.get("author") == long[:64], body
 
 
 async def test_a_sub_no_ban_could_name_is_refused(start_server: StartServer, session: aiohttp.ClientSession) -> None:
     """A ban names a user by its sub (at most 256 characters): a longer sub could never be banned."""
     base = await start_server(auth_jwt_secret=SECRET)
-    status, body, headers = await post_as(session, base, hs256(claims(sub="u" * 257)))
-    assert (status, body["error"]["code"]) == (401, "unauthorized")
-    assert "sub is longer than 256" in headers["WWW-Authenticate"]
+    reply = await post_reply(session, base, "v1", token=hs256(claims(sub="u" * 257)))
+    assert (reply.status, reply.body["error"]["code"]) == (401, "unauthorized")
+    assert "sub is longer than 256" in reply.headers["WWW-Authenticate"]
     longest = "u" * 256  # the longest sub a token may carry: it posts, and it can be banned
-    assert (await post_as(session, base, hs256(claims(sub=longest))))[0] == 201
+    await post(session, base, "v1", token=hs256(claims(sub=longest)))
     moderator = {"Authorization": "Bearer " + hs256(claims(sub="mod", roles=["moderator"]))}
     async with session.post(f"{base}/v1/videos/v1/bans", json={"user": longest, "ttl_s": 600}, headers=moderator) as r:
         assert r.status == 201, await r.text()
-    status, body, _ = await post_as(session, base, hs256(claims(sub=longest)))
-    assert (status, body["error"]["code"]) == (403, "banned")
+    assert (await post(session, base, "v1", token=hs256(claims(sub=longest)), expect=403))["error"]["code"] == "banned"
     assert len((await history(session, base, "v1"))["comments"]) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -15,6 +16,8 @@ import pytest
 
 from livecomments.config import ConfigError, load, options
 from tests.fixtures.processes import free_port
+from tests.helpers import post, status
+from tests.sse import open_stream
 
 CLI = [sys.executable, "-m", "livecomments"]
 
@@ -66,8 +69,8 @@ def test_default_config_file_matches_defaults():
     # a dispatcher in role both with a registry other processes see: their pushes would all be 401
     (["--strategy", "dispatcher", "--registry", "redis://127.0.0.1:1/0"], "--cluster-secret"),
     (["--strategy", "dispatcher", "--registry", "etcd://127.0.0.1:1"], "--cluster-secret"),
-    (["--strategy", "dispatcher", "--registry", "zk://x"], "registry 'zk://x': use memory://"),
-    (["--registry", "zk://x"], "registry 'zk://x'"),
+    (["--strategy", "dispatcher", "--registry", "consul://x"], "registry 'consul://x': use memory://"),
+    (["--registry", "consul://x"], "registry 'consul://x'"),
     (["--log-level", "verbose"], "log_level must be one of debug, info, warning, error, not 'verbose'"),
     (["--log-format", "xml"], "log_format must be one of text, json"),
     # workers are processes: what they share cannot live in one of them
@@ -119,11 +122,10 @@ def shadow_extras(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(shadow), os.environ.get("PYTHONPATH")]))}
 
 
-def test_the_embedded_default_needs_no_extra(spawn, tmp_path):
-    server = spawn("--storage", f"sqlite:///{tmp_path}/plain.db", env=shadow_extras(tmp_path))
-    with httpx.Client(base_url=server.url, timeout=5) as client:
-        assert client.post("/v1/videos/plain/comments", json={"text": "hi", "author": "a"}).status_code == 201
-        assert client.get("/readyz").status_code == 200
+async def test_the_embedded_default_needs_no_extra(spawn, tmp_path, session):
+    server = spawn(env=shadow_extras(tmp_path))  # spawn's default storage: a SQLite file
+    await post(session, server.url, "plain", "hi", "a")
+    assert await status(session, f"{server.url}/readyz") == 200
 
 
 @pytest.mark.parametrize(("args", "extra"), [
@@ -150,31 +152,34 @@ def test_bad_env_value():
 
 # A 60 s batch window still holds every comment at SIGTERM: shutdown must send it first.
 @pytest.mark.parametrize("batching", [[], ["--batch-ms", "60000", "--no-batch-adaptive"]], ids=["default", "held"])
-def test_sigterm_is_clean_and_loses_no_acknowledged_comment(spawn, tmp_path, batching):
-    db = tmp_path / "term.db"
-    server = spawn("--storage", f"sqlite:///{db}", "--shutdown-timeout", "10", *batching)
+async def test_sigterm_is_clean_and_loses_no_acknowledged_comment(spawn, session, batching):
+    server = spawn("--shutdown-timeout", "10", *batching)
+    stream = await open_stream(session, server.url, "t")
+    assert stream.opening.retry == 2000
     acked = 0
-    with httpx.Client(base_url=server.url, timeout=5) as client, \
-         httpx.Client(base_url=server.url, timeout=5) as viewer_client, \
-         viewer_client.stream("GET", "/v1/videos/t/stream") as stream:
-        lines = stream.iter_lines()
-        assert next(lines) == "retry: 2000"
-        for i in range(50):
-            assert client.post("/v1/videos/t/comments", json={"text": f"{i}", "author": "a"}).status_code == 201
-            acked += 1
-        started = time.monotonic()
-        server.proc.send_signal(signal.SIGTERM)
-        rest = list(lines)  # the server ends the open stream (cleanly: httpx raises on a cut one)
-        assert server.proc.wait(10) == 0
-        assert time.monotonic() - started < 5
+    for i in range(50):
+        await post(session, server.url, "t", f"{i}", "a")
+        acked += 1
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    ids = []
+    while True:  # the server ends the open stream (cleanly: aiohttp raises ClientPayloadError on a cut one)
+        try:
+            ev = await stream.next(timeout=10)
+        except EOFError:
+            break
+        if ev.id is not None:
+            ids.append(int(ev.id))
+    assert await asyncio.to_thread(server.proc.wait, 10) == 0
+    assert time.monotonic() - started < 5
     # the open stream got every acknowledged comment before the server ended it
-    assert [int(line[4:]) for line in rest if line.startswith("id: ")] == list(range(1, acked + 1))
-    with sqlite3.connect(db) as conn:
+    assert ids == list(range(1, acked + 1))
+    with sqlite3.connect(spawn.storage_path) as conn:
         assert conn.execute("SELECT COUNT(*), MAX(seq) FROM comments").fetchone() == (acked, acked)
 
 
-def test_serve_subprocess_answers_health_and_identity(spawn, tmp_path):
-    server = spawn("--storage", f"sqlite:///{tmp_path}/h.db", "--server-id", "rt-test")
+def test_serve_subprocess_answers_health_and_identity(spawn):
+    server = spawn("--server-id", "rt-test")
     with httpx.Client(base_url=server.url, timeout=5) as client:
         r = client.get("/healthz")
         assert r.status_code == 200 and r.headers["X-Served-By"] == "rt-test"

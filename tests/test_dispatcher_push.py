@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,7 +13,7 @@ from livecomments.config import Config
 from livecomments.metrics import Metrics
 from livecomments.model import Comment
 from livecomments.strategies.signing import PATH, sign
-from tests.fixtures.processes import free_port
+from tests.fixtures.processes import free_port, serve_args
 from tests.helpers import metric, post, until_metric
 from tests.sse import open_stream
 
@@ -22,9 +21,8 @@ SECRET = "s3cret"
 RECEIVED = "livecomments_broker_messages_received_total"
 
 
-def both(spawn: Any, tmp_path: Path, *extra: str) -> Any:
-    return spawn("--strategy", "dispatcher", "--registry", "memory://", "--cluster-secret", SECRET,
-                 "--storage", f"sqlite:///{tmp_path}/lc.db", *extra)
+# One process in role both on the memory registry, pushes signed with SECRET.
+DISPATCHER = serve_args(strategy="dispatcher", transport="memory://", cluster_secret=SECRET)
 
 
 def comment_body(seq: int, text: str) -> bytes:
@@ -32,8 +30,8 @@ def comment_body(seq: int, text: str) -> bytes:
     return orjson.dumps([comment])
 
 
-async def test_memory_registry_delivers_in_process(spawn: Any, tmp_path: Path, session: Any) -> None:
-    server = both(spawn, tmp_path)
+async def test_memory_registry_delivers_in_process(spawn: Any, session: Any) -> None:
+    server = spawn(*DISPATCHER)
     viewer = await open_stream(session, server.url, "X")
     for text in ("a", "b"):
         await post(session, server.url, "X", text=text)
@@ -44,9 +42,9 @@ async def test_memory_registry_delivers_in_process(spawn: Any, tmp_path: Path, s
     assert await metric(session, server.url, "livecomments_registry_cache_hits_total") >= 1
 
 
-async def test_internal_port_serves_deliver_alone(spawn: Any, tmp_path: Path, session: Any) -> None:
+async def test_internal_port_serves_deliver_alone(spawn: Any, session: Any) -> None:
     port = free_port()
-    server = both(spawn, tmp_path, "--internal-port", str(port))
+    server = spawn(*DISPATCHER, "--internal-port", str(port))
     body = comment_body(1, "x")
     async with session.post(server.url + PATH, data=body, headers=sign(SECRET.encode(), body)) as r:
         assert r.status == 404  # not on the public port
@@ -88,12 +86,11 @@ async def test_a_writer_with_a_stale_route_pushes_its_latest_comment_to_a_joiner
 
 
 async def test_a_push_failing_unexpectedly_is_counted_and_the_pusher_goes_on(
-    spawn: Any, redis_server: Any, session: Any, tmp_path: Path,
+    spawn: Any, redis_server: Any, session: Any,
 ) -> None:
     """A server advertising a URL aiohttp cannot even encode (an empty DNS label: UnicodeError,
     not a ClientError) must not end the writer's pusher for it silently."""
-    writer = spawn("--role", "writer", "--strategy", "dispatcher", "--registry", redis_server.url,
-                   "--cluster-secret", SECRET, "--storage", f"sqlite:///{tmp_path}/lc.db")
+    writer = spawn(*serve_args(role="writer", strategy="dispatcher", transport=redis_server.url, cluster_secret=SECRET))
     bogus = open_registry(redis_server.url, "http://a..b:1", 30.0)
     await bogus.start(None, lambda: None)
     try:

@@ -42,7 +42,7 @@ async def closed_after(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     async def send() -> None:
         for byte in trickle:
             writer.write(bytes([byte]))
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.25)  # the trickle's pace is what is under test: no event to await
 
     sender = asyncio.create_task(send())
     try:
@@ -77,9 +77,8 @@ async def from_address(source: str) -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-async def test_idle_and_trickling_sockets_are_closed_within_the_timeouts(spawn: Any, tmp_path: Path, session: Any) -> None:
-    server = spawn("--storage", f"sqlite:///{tmp_path}/lc.db", "--header-timeout", "1", "--body-timeout", "2",
-                   "--max-connections-per-address", "0")
+async def test_idle_and_trickling_sockets_are_closed_within_the_timeouts(spawn: Any, session: Any) -> None:
+    server = spawn("--header-timeout", "1", "--body-timeout", "2", "--max-connections-per-address", "0")
     start = time.monotonic()
     idle = [await connect(server.url) for _ in range(300)]
     headers = [await connect(server.url) for _ in range(100)]
@@ -105,8 +104,8 @@ async def test_idle_and_trickling_sockets_are_closed_within_the_timeouts(spawn: 
     assert min(body_times) >= 1.9
 
 
-async def test_a_kept_alive_connection_gets_the_header_timeout_for_its_next_request(spawn: Any, tmp_path: Path) -> None:
-    server = spawn("--storage", f"sqlite:///{tmp_path}/lc.db", "--header-timeout", "1")
+async def test_a_kept_alive_connection_gets_the_header_timeout_for_its_next_request(spawn: Any) -> None:
+    server = spawn("--header-timeout", "1")
     reader, writer = await connect(server.url)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     async with asyncio.timeout(5):
@@ -129,12 +128,11 @@ def local_address() -> str | None:
     return None if ipaddress.ip_address(ip).is_loopback else ip
 
 
-async def test_one_address_cannot_take_every_connection(spawn: Any, tmp_path: Path) -> None:
+async def test_one_address_cannot_take_every_connection(spawn: Any) -> None:
     ip = local_address()
     if ip is None:
         pytest.skip("no non-loopback address to connect from")
-    server = spawn("--storage", f"sqlite:///{tmp_path}/lc.db", "--host", "0.0.0.0", "--open-posting",
-                   "--max-connections-per-address", "50",
+    server = spawn("--host", "0.0.0.0", "--open-posting", "--max-connections-per-address", "50",
                    "--max-connections", "120", "--header-timeout", "60")
     port = address(server.url)[1]
     external, loopback = f"http://{ip}:{port}", f"http://127.0.0.1:{port}"
@@ -156,7 +154,7 @@ async def test_one_address_cannot_take_every_connection(spawn: Any, tmp_path: Pa
                 try:
                     viewers.append(await open_stream(same, external, "v"))
                 except (aiohttp.ClientError, AssertionError):  # a flood socket not yet closed server-side
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.05)  # bounded polling: the server process closes them on its own time
         async with same.get(f"{external}/healthz") as r:
             assert r.status == 200
         for viewer in viewers:
@@ -182,11 +180,10 @@ async def busy(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return reader, writer
 
 
-async def test_at_the_cap_a_new_connection_takes_the_place_of_the_idlest(spawn: Any, tmp_path: Path) -> None:
+async def test_at_the_cap_a_new_connection_takes_the_place_of_the_idlest(spawn: Any) -> None:
     """Idle connections (kept alive after a request, or connected and silent) do not keep a new
     one out at the process cap: the one idle longest is closed for it, as nginx does."""
-    server = spawn("--storage", f"sqlite:///{tmp_path}/lc.db", "--open-posting", "--max-connections", "20",
-                   "--header-timeout", "60")
+    server = spawn("--open-posting", "--max-connections", "20", "--header-timeout", "60")
     kept = []
     for _ in range(10):  # kept alive after an answered request
         reader, writer = await connect(server.url)
@@ -212,8 +209,8 @@ async def test_at_the_cap_a_new_connection_takes_the_place_of_the_idlest(spawn: 
             w.close()
 
 
-async def test_expect_continue_with_a_body_over_the_limit_is_413_unread(spawn: Any, tmp_path: Path) -> None:
-    server = spawn("--storage", f"sqlite:///{tmp_path}/lc.db")
+async def test_expect_continue_with_a_body_over_the_limit_is_413_unread(spawn: Any) -> None:
+    server = spawn()
     answer = await raw_request(server.url, b"POST /v1/videos/v/comments HTTP/1.1\r\nHost: x\r\n"
                                b"Content-Type: application/json\r\nContent-Length: 99999999\r\n"
                                b"Expect: 100-continue\r\n\r\n")
@@ -237,9 +234,8 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(("case", "request_bytes"), MALFORMED, ids=[c[0] for c in MALFORMED])
-async def test_parser_errors_are_json_without_echo_or_traceback(spawn: Any, tmp_path: Path, case: str,
-                                                                request_bytes: bytes) -> None:
-    server = spawn("--storage", f"sqlite:///{tmp_path}/lc.db")
+async def test_parser_errors_are_json_without_echo_or_traceback(spawn: Any, case: str, request_bytes: bytes) -> None:
+    server = spawn()
     answer = await raw_request(server.url, request_bytes)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.split(b" ")[1] == b"400", answer[:200]
@@ -247,17 +243,17 @@ async def test_parser_errors_are_json_without_echo_or_traceback(spawn: Any, tmp_
     assert orjson.loads(body)["error"]["code"] == "bad_request"
     assert MARK not in answer
     server.stop()
-    log = (tmp_path / "lc-0.log").read_text()
+    log = server.log_path.read_text()
     assert "Traceback" not in log and "Error handling request" not in log
 
 
-async def test_serve_raises_the_open_file_soft_limit(spawn: Any, tmp_path: Path) -> None:
+async def test_serve_raises_the_open_file_soft_limit(spawn: Any) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard <= 1024:
         pytest.skip("the hard open-file limit is already low")
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # inherited by the spawned process
     try:
-        server = spawn("--storage", f"sqlite:///{tmp_path}/lc.db")
+        server = spawn()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert server.proc is not None

@@ -48,11 +48,10 @@ async def hold_idle(url: str, n: int) -> list[tuple[asyncio.StreamReader, asynci
 
 
 async def test_idle_connections_past_the_fd_limit_leave_health_checks_posts_and_redis_working(
-        low_nofile: None, spawn: Any, tmp_path: Path, redis_server: RedisProcess) -> None:
+        low_nofile: None, spawn: Any, redis_server: RedisProcess) -> None:
     caps = fit_caps(10_000, 4096, 1, NOFILE)
     assert FLOOD > NOFILE > caps.connections
-    server = spawn("--storage", f"sqlite:///{tmp_path}/fd.db", "--broker", redis_server.url, "--open-posting",
-                   "--header-timeout", "60", "--keepalive-timeout", "60")
+    server = spawn("--broker", redis_server.url, "--open-posting", "--header-timeout", "60", "--keepalive-timeout", "60")
     log = server.log_path.read_text()
     assert (f"caps fitted to the open files limit (ulimit -n {NOFILE}): max_streams 10000 -> {caps.streams}, "
             f"max_connections 4096 -> {caps.connections}") in log

@@ -9,13 +9,7 @@ import aiohttp
 import pytest
 
 from tests.fixtures.raw_stream import RawStream
-
-
-async def post(session: aiohttp.ClientSession, base: str, video: str, text: str) -> int:
-    async with session.post(f"{base}/v1/videos/{video}/comments", json={"text": text, "author": "t"}) as r:
-        assert r.status == 201
-        return int((await r.json())["seq"])
-
+from tests.helpers import post
 
 WINDOW = 0.3
 
@@ -31,7 +25,7 @@ async def held_in_one_window(session: aiohttp.ClientSession, base: str, video: s
     opened = clock()
     held = []
     for i in range(n):
-        seq = await post(session, base, video, f"c{i}")
+        seq = (await post(session, base, video, f"c{i}", "t"))["seq"]
         if clock() < opened + WINDOW - 0.001:  # margin: a timer may fire a clock tick early
             held.append(seq)
     seen = []
@@ -58,7 +52,7 @@ async def test_fixed_window_coalesces_in_order_and_holds_at_most_the_window(star
             held = await held_in_one_window(session, base, video, viewers, 5)
             if len(held) < 2:
                 continue
-            await post(session, base, video, "c5")  # the window that was flushed does not hold it again
+            await post(session, base, video, "c5", "t")  # the window that was flushed does not hold it again
             for viewer in viewers:
                 assert await viewer.comment_chunk() == [6]
             return
@@ -73,7 +67,7 @@ async def test_adaptive_writes_a_quiet_video_at_once(start_server, session):
     viewer = await RawStream.open(base, "quiet")
     try:
         for i in range(3):  # a small video: never held, even with comments close together
-            seq = await post(session, base, "quiet", f"c{i}")
+            seq = (await post(session, base, "quiet", f"c{i}", "t"))["seq"]
             assert await viewer.comment_chunk(timeout=2.0) == [seq]  # well inside the 5 s window
     finally:
         viewer.close()
@@ -87,11 +81,11 @@ async def test_adaptive_batches_a_hot_video_after_its_first_comment(start_server
     base = await start_server(batch_ms=4000, batch_adaptive=True, batch_hot=100)
     viewers = await asyncio.gather(*(RawStream.open(base, "hot") for _ in range(HOT_VIEWERS)))
     try:
-        await post(session, base, "hot", "first")  # 64 × 1/s: not hot yet, goes at once
+        await post(session, base, "hot", "first", "t")  # 64 × 1/s: not hot yet, goes at once
         firsts = await asyncio.gather(*(v.comment_chunk(timeout=2.0) for v in viewers))  # < the window
         assert firsts == [[1]] * HOT_VIEWERS
         for i in range(3):  # now hot: held for the window, then one write
-            await post(session, base, "hot", f"c{i}")
+            await post(session, base, "hot", f"c{i}", "t")
         rest = await asyncio.gather(*(v.comment_chunk(timeout=10.0) for v in viewers))
         assert rest == [[2, 3, 4]] * HOT_VIEWERS
     finally:

@@ -4,35 +4,30 @@ later comment to reveal the gap."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.processes import RedisProcess
+from tests.fixtures.processes import RedisProcess, serve_args
 from tests.helpers import metric, post
 from tests.sse import open_stream
 
 REPAIR = "0.3"  # --repair-interval: the wait below is bounded well above it
 
 
-def realtime_args(strategy: str, transport: str, db: Path) -> list[str]:
-    flag = "--registry" if strategy == "dispatcher" else "--broker"
-    return ["--strategy", strategy, flag, transport, "--storage", f"sqlite:///{db}", "--cluster-secret", "s",
-            "--repair-interval", REPAIR]
-
-
 @pytest.mark.parametrize("strategy", ["broadcast", "partitioned", "dispatcher"])
 async def test_the_last_comment_lost_on_its_way_still_reaches_the_viewer(
     strategy: str, spawn: Any, redis_server: RedisProcess, session: Any, tmp_path: Path,
 ) -> None:
-    db = tmp_path / "shared.db"
-    rt = spawn("--role", "realtime", *realtime_args(strategy, redis_server.url, db))
-    writer = spawn("--role", "writer", *realtime_args(strategy, redis_server.url, db))
+    args = partial(serve_args, "--repair-interval", REPAIR, strategy=strategy)  # spawn(): one SQLite file for all
+    rt = spawn(*args(role="realtime", transport=redis_server.url))
+    writer = spawn(*args(role="writer", transport=redis_server.url))
     # A writer whose comments are stored but reach no realtime process: pub/sub to a Redis
     # nobody listens on; the dispatcher with a registry (another Redis DB) listing nobody.
     nowhere = RedisProcess(tmp_path / "unused").url if strategy != "dispatcher" else redis_server.url[:-1] + "1"
-    lossy = spawn("--role", "writer", *realtime_args(strategy, nowhere, db))
+    lossy = spawn(*args(role="writer", transport=nowhere))
     viewer = await open_stream(session, rt.url, "X")
     await post(session, writer.url, "X", text="delivered")
     assert (await viewer.next_comment())["text"] == "delivered"

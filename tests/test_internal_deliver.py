@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,7 +14,7 @@ import redis.asyncio as aioredis
 
 from livecomments.strategies import signing
 from livecomments.strategies.signing import PATH, SIGNATURE, TIMESTAMP, Verifier, sign, signature
-from tests.fixtures.processes import free_port
+from tests.fixtures.processes import free_port, serve_args
 from tests.helpers import metric, post
 from tests.sse import open_stream
 from tests.test_edge_connections import SLACK, closed_after, connect, raw_request
@@ -29,9 +28,8 @@ def comment_body(seq: int, text: str) -> bytes:
     return orjson.dumps([comment])
 
 
-def realtime_both(spawn: Any, tmp_path: Path, internal_port: int, *extra: str) -> Any:
-    return spawn("--strategy", "dispatcher", "--registry", "memory://", "--cluster-secret", SECRET,
-                 "--storage", f"sqlite:///{tmp_path}/lc.db", "--internal-port", str(internal_port), *extra)
+# One process in role both, pushes signed with SECRET; each test adds its --internal-port.
+DISPATCHER = serve_args(strategy="dispatcher", transport="memory://", cluster_secret=SECRET)
 
 
 def head(headers: dict[str, str], length: int) -> bytes:
@@ -40,9 +38,9 @@ def head(headers: dict[str, str], length: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def test_unsigned_push_is_refused_before_its_body_is_read(spawn: Any, tmp_path: Path) -> None:
+async def test_unsigned_push_is_refused_before_its_body_is_read(spawn: Any) -> None:
     port = free_port()
-    realtime_both(spawn, tmp_path, port)
+    spawn(*DISPATCHER, "--internal-port", str(port))
     url = f"http://127.0.0.1:{port}"
     # a body under the cap declared, nothing sent: the answer must not wait for the body
     answer = await raw_request(url, head({}, 500_000))
@@ -55,16 +53,16 @@ async def test_unsigned_push_is_refused_before_its_body_is_read(spawn: Any, tmp_
     assert answer.startswith(b"HTTP/1.1 413")
 
 
-async def test_signed_push_declaring_too_big_a_body_is_413_unread(spawn: Any, tmp_path: Path) -> None:
+async def test_signed_push_declaring_too_big_a_body_is_413_unread(spawn: Any) -> None:
     port = free_port()
-    realtime_both(spawn, tmp_path, port)
+    spawn(*DISPATCHER, "--internal-port", str(port))
     answer = await raw_request(f"http://127.0.0.1:{port}", head(sign(SECRET.encode(), b"[]"), 50_000_000))
     assert answer.startswith(b"HTTP/1.1 413")
 
 
-async def test_a_push_body_that_trickles_is_dropped(spawn: Any, tmp_path: Path) -> None:
+async def test_a_push_body_that_trickles_is_dropped(spawn: Any) -> None:
     port = free_port()
-    realtime_both(spawn, tmp_path, port, "--body-timeout", "60")  # the endpoint's own timeout acts
+    spawn(*DISPATCHER, "--internal-port", str(port), "--body-timeout", "60")  # the endpoint's own timeout acts
     body = comment_body(1, "slow")
     reader, writer = await connect(f"http://127.0.0.1:{port}")
     writer.write(head(sign(SECRET.encode(), body), len(body)))
@@ -73,9 +71,9 @@ async def test_a_push_body_that_trickles_is_dropped(spawn: Any, tmp_path: Path) 
     assert took < 5 + SLACK
 
 
-async def test_only_signed_fresh_unseen_pushes_are_delivered(spawn: Any, tmp_path: Path, session: Any) -> None:
+async def test_only_signed_fresh_unseen_pushes_are_delivered(spawn: Any, session: Any) -> None:
     port = free_port()
-    server = realtime_both(spawn, tmp_path, port)
+    server = spawn(*DISPATCHER, "--internal-port", str(port))
     viewer = await open_stream(session, server.url, "X")
     url = f"http://127.0.0.1:{port}{PATH}"
     body = comment_body(1, "forged")
@@ -103,12 +101,11 @@ async def test_only_signed_fresh_unseen_pushes_are_delivered(spawn: Any, tmp_pat
     assert (await viewer.next_comment())["text"] == "pushed"
 
 
-async def test_pushes_listen_off_the_public_port_by_default(spawn: Any, tmp_path: Path, redis_server: Any,
+async def test_pushes_listen_off_the_public_port_by_default(spawn: Any, redis_server: Any,
                                                             session: Any) -> None:
-    common = ["--strategy", "dispatcher", "--registry", redis_server.url, "--cluster-secret", SECRET,
-              "--storage", f"sqlite:///{tmp_path}/lc.db"]
-    realtime = spawn("--role", "realtime", *common)
-    writer = spawn("--role", "writer", *common)
+    realtime = spawn(*serve_args(role="realtime", strategy="dispatcher", transport=redis_server.url,
+                                 cluster_secret=SECRET))
+    writer = spawn(*serve_args(role="writer", strategy="dispatcher", transport=redis_server.url, cluster_secret=SECRET))
     viewer = await open_stream(session, realtime.url, "Y")  # registers the video, with the advertised URL
     client = aioredis.from_url(redis_server.url)
     try:
@@ -125,9 +122,9 @@ async def test_pushes_listen_off_the_public_port_by_default(spawn: Any, tmp_path
     assert (await viewer.next_comment())["text"] == "through the advertised port"
 
 
-async def test_internal_port_refuses_parser_garbage_as_json(spawn: Any, tmp_path: Path) -> None:
+async def test_internal_port_refuses_parser_garbage_as_json(spawn: Any) -> None:
     port = free_port()
-    realtime_both(spawn, tmp_path, port)
+    spawn(*DISPATCHER, "--internal-port", str(port))
     answer = await raw_request(f"http://127.0.0.1:{port}", b"GARBAGE\r\n\r\n")
     assert b"application/json" in answer and b"GARBAGE" not in answer
 

@@ -12,7 +12,8 @@ import pytest
 
 from livecomments.tokens import mint
 from tests.conftest import StartServer
-from tests.helpers import history, metric
+from tests.fixtures.processes import sqlite_url
+from tests.helpers import history, metric, post, post_reply
 
 SECRET = "a-test-secret-of-at-least-32-bytes!"
 
@@ -31,15 +32,10 @@ async def call(session: aiohttp.ClientSession, method: str, url: str, headers: d
         return r.status, body, r.headers
 
 
-async def post(session: aiohttp.ClientSession, base: str, who: dict[str, str] | None, text: str = "hi",
-               video: str = "v") -> tuple[int, Any, Any]:
-    return await call(session, "POST", f"{base}/v1/videos/{video}/comments", who, {"text": text, "author": "x"})
-
-
 @pytest.fixture
 async def writers(start_server: StartServer, tmp_path: Path) -> tuple[str, str]:
     """Two writers on one database, as two processes are: what one decides, the other enforces."""
-    db = f"sqlite:///{tmp_path}/shared.db"
+    db = sqlite_url(tmp_path / "shared.db")
     return (await start_server(storage=db, auth_jwt_secret=SECRET),
             await start_server(storage=db, auth_jwt_secret=SECRET))
 
@@ -53,28 +49,28 @@ async def assert_nothing_stored(session: aiohttp.ClientSession, base: str, count
 async def test_a_ban_refuses_the_users_posts_on_every_writer(writers: tuple[str, str],
                                                              session: aiohttp.ClientSession) -> None:
     a, b = writers
-    assert (await post(session, a, BOB))[0] == 201
+    await post(session, a, "v", headers=BOB)
     status, body, _ = await call(session, "POST", f"{a}/v1/videos/v/bans", MOD, {"user": "bob", "ttl_s": 600})
     assert status == 201 and (body["video_id"], body["user"]) == ("v", "bob"), body
     for base in (a, b):
-        status, body, _ = await post(session, base, BOB, text="still here")
-        assert status == 403 and body["error"]["code"] == "banned", body
+        body = await post(session, base, "v", "still here", headers=BOB, expect=403)
+        assert body["error"]["code"] == "banned", body
         assert "until 20" in body["error"]["message"]  # says when it ends
-    assert (await post(session, b, BOB, video="other"))[0] == 201  # per video
-    assert (await post(session, b, ANA))[0] == 201  # per user
+    await post(session, b, "other", headers=BOB)  # per video
+    await post(session, b, "v", headers=ANA)  # per user
     await assert_nothing_stored(session, a, 2)
     assert await metric(session, a, 'livecomments_comments_rejected_total{code="banned"}') == 1
     assert (await call(session, "POST", f"{b}/v1/videos/v/bans", MOD, {"user": "bob", "ttl_s": 0}))[0] == 204  # lifted
-    assert (await post(session, a, BOB))[0] == 201
+    await post(session, a, "v", headers=BOB)
 
 
 async def test_a_ban_ends_when_it_expires(writers: tuple[str, str], session: aiohttp.ClientSession) -> None:
     a, _ = writers
     assert (await call(session, "POST", f"{a}/v1/videos/v/bans", MOD, {"user": "bob", "ttl_s": 1}))[0] == 201
-    assert (await post(session, a, BOB))[0] == 403
+    await post(session, a, "v", headers=BOB, expect=403)
     # No event to await for a clock: poll, bounded, until the ban's second has passed.
     async with asyncio.timeout(5):
-        while (await post(session, a, BOB))[0] == 403:
+        while (await post_reply(session, a, "v", headers=BOB)).status == 403:
             await asyncio.sleep(0.1)
 
 
@@ -84,7 +80,7 @@ async def test_only_moderators_ban(writers: tuple[str, str], session: aiohttp.Cl
     a, _ = writers
     status, body, headers = await call(session, "POST", f"{a}/v1/videos/v/bans", who, {"user": "ana", "ttl_s": 60})
     assert status == want and body["error"]["code"] == {401: "unauthorized", 403: "forbidden"}[want], body
-    assert (await post(session, a, ANA))[0] == 201
+    await post(session, a, "v", headers=ANA)
 
 
 @pytest.mark.parametrize("bad", [{"user": "", "ttl_s": 5}, {"user": "bob"}, {"user": "bob", "ttl_s": -1},
@@ -93,7 +89,7 @@ async def test_a_bad_ban_is_refused(writers: tuple[str, str], session: aiohttp.C
     a, _ = writers
     status, body, _ = await call(session, "POST", f"{a}/v1/videos/v/bans", MOD, bad)
     assert status == 422 and set(body["error"]) == {"code", "message"}, body
-    assert (await post(session, a, BOB))[0] == 201
+    await post(session, a, "v", headers=BOB)
 
 
 # -- slow mode -------------------------------------------------------------------------------------
@@ -104,42 +100,41 @@ async def test_slow_mode_allows_one_post_per_interval_across_writers(writers: tu
     status, body, _ = await call(session, "PUT", f"{a}/v1/videos/v/settings", MOD, {"slow_mode_s": 60})
     assert (status, body) == (200, {"video_id": "v", "slow_mode_s": 60})
     assert (await call(session, "GET", f"{b}/v1/videos/v"))[1]["slow_mode_s"] == 60
-    assert (await post(session, a, ANA))[0] == 201
-    status, body, headers = await post(session, b, ANA)
-    assert status == 429 and body["error"]["code"] == "slow_mode", body
-    assert 58 <= int(headers["Retry-After"]) <= 60
-    assert (await post(session, b, BOB))[0] == 201  # per user
-    assert (await post(session, b, ANA, video="other"))[0] == 201  # per video
+    await post(session, a, "v", headers=ANA)
+    refused = await post_reply(session, b, "v", headers=ANA)
+    assert refused.status == 429 and refused.body["error"]["code"] == "slow_mode", refused.body
+    assert 58 <= int(refused.headers["Retry-After"]) <= 60
+    await post(session, b, "v", headers=BOB)  # per user
+    await post(session, b, "other", headers=ANA)  # per video
     for _ in range(3):
-        assert (await post(session, a, MOD))[0] == 201  # moderators are exempt
+        await post(session, a, "v", headers=MOD)  # moderators are exempt
     await assert_nothing_stored(session, a, 5)
     assert await metric(session, b, 'livecomments_comments_rejected_total{code="slow_mode"}') == 1
     assert (await call(session, "PUT", f"{b}/v1/videos/v/settings", MOD, {"slow_mode_s": 0}))[0] == 200
-    assert (await post(session, a, ANA))[0] == 201
+    await post(session, a, "v", headers=ANA)
 
 
 async def test_under_slow_mode_a_retry_still_gets_its_first_comment(writers: tuple[str, str],
                                                                     session: aiohttp.ClientSession) -> None:
     a, b = writers
     assert (await call(session, "PUT", f"{a}/v1/videos/v/settings", MOD, {"slow_mode_s": 60}))[0] == 200
-    url = "/v1/videos/v/comments"
-    first = await call(session, "POST", a + url, {**ANA, "Idempotency-Key": "k1"}, {"text": "once"})
-    retry = await call(session, "POST", b + url, {**ANA, "Idempotency-Key": "k1"}, {"text": "once"})
-    assert (first[0], retry[0], retry[1]["seq"]) == (201, 201, first[1]["seq"])
-    other = await call(session, "POST", b + url, {**ANA, "Idempotency-Key": "k2"}, {"text": "twice"})
-    assert (other[0], other[1]["error"]["code"]) == (429, "slow_mode")
+    first = await post(session, a, "v", "once", None, key="k1", headers=ANA)
+    retry = await post(session, b, "v", "once", None, key="k1", headers=ANA)
+    assert retry["seq"] == first["seq"]
+    other = await post(session, b, "v", "twice", None, key="k2", headers=ANA, expect=429)
+    assert other["error"]["code"] == "slow_mode"
     await assert_nothing_stored(session, a, 1)
 
 
 async def test_slow_mode_keys_anonymous_posters_by_address(start_server: StartServer,
                                                            session: aiohttp.ClientSession, tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path}/open.db"
+    db = sqlite_url(tmp_path / "open.db")
     open_base = await start_server(storage=db)  # no key: posting is open
     moderated = await start_server(storage=db, auth_jwt_secret=SECRET)
     assert (await call(session, "PUT", f"{moderated}/v1/videos/v/settings", MOD, {"slow_mode_s": 60}))[0] == 200
-    assert (await post(session, open_base, None))[0] == 201
-    status, body, headers = await post(session, open_base, None)
-    assert (status, body["error"]["code"]) == (429, "slow_mode") and "Retry-After" in headers
+    await post(session, open_base, "v", author="x")
+    refused = await post_reply(session, open_base, "v", author="x")
+    assert (refused.status, refused.body["error"]["code"]) == (429, "slow_mode") and "Retry-After" in refused.headers
 
 
 @pytest.mark.parametrize(("who", "want"), [(None, 401), (BOB, 403)])

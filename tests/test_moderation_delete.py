@@ -4,6 +4,7 @@ also when the delete's publish was lost (the head check repairs it like a commen
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,10 @@ import aiohttp
 import pytest
 
 from tests.conftest import StartServer
-from tests.fixtures.processes import RedisProcess
-from tests.helpers import history
+from tests.fixtures.processes import RedisProcess, serve_args
+from tests.helpers import history, post
 from tests.sse import Event, SSEReader, open_stream
-from tests.test_moderation import ANA, BOB, MOD, SECRET, call, post
+from tests.test_moderation import ANA, BOB, MOD, SECRET, call
 
 REPAIR = "0.3"  # --repair-interval for spawned realtime processes: waits below are bounded well above it
 
@@ -43,7 +44,7 @@ def shown(ev: Event) -> tuple[str, int, int]:
 async def test_who_may_delete_and_what_history_shows(start_server: StartServer, session: aiohttp.ClientSession) -> None:
     base = await start_server(auth_jwt_secret=SECRET)
     for who in (ANA, BOB, ANA):
-        assert (await post(session, base, who))[0] == 201
+        await post(session, base, "v", headers=who)
     assert await delete(session, base, 2, ANA) == 403  # someone else's
     assert await delete(session, base, 99, MOD) == 404  # no such seq
     assert await delete(session, base, 0, MOD) == 404
@@ -65,10 +66,10 @@ async def test_viewers_that_stay_or_resume_get_each_delete_once_in_order(
     base = await start_server(auth_jwt_secret=SECRET, strategy=strategy, **transport)
     live = await open_stream(session, base, "v")
     for text in ("one", "two", "three"):
-        assert (await post(session, base, ANA, text=text))[0] == 201
+        await post(session, base, "v", text, headers=ANA)
     assert await delete(session, base, 2, MOD) == 204
     assert await delete(session, base, 2, MOD) == 204  # nothing more to say
-    assert (await post(session, base, ANA, text="four"))[0] == 201
+    await post(session, base, "v", "four", headers=ANA)
     want = [("comment", 1, 1), ("comment", 2, 2), ("comment", 3, 3), ("delete", 4, 2), ("comment", 5, 5)]
     assert [shown(await next_event(live)) for _ in want] == want
     # Resuming: the deleted comment is gone from the backlog, its delete is not.
@@ -77,7 +78,7 @@ async def test_viewers_that_stay_or_resume_get_each_delete_once_in_order(
     after = await open_stream(session, base, "v", last_event_id=4)
     assert shown(await next_event(after)) == ("comment", 5, 5)
     # Nothing more on any of them: the next event each sees is the next comment.
-    assert (await post(session, base, ANA, text="six"))[0] == 201
+    await post(session, base, "v", "six", headers=ANA)
     for reader in (live, resumed, after):
         assert shown(await next_event(reader)) == ("comment", 6, 6)
 
@@ -86,7 +87,7 @@ async def test_a_resume_over_deleted_comments_only_is_not_a_reset(start_server: 
                                                                   session: aiohttp.ClientSession) -> None:
     base = await start_server(auth_jwt_secret=SECRET, backlog_limit=2)
     for _ in range(4):
-        assert (await post(session, base, ANA))[0] == 201
+        await post(session, base, "v", headers=ANA)
     for seq in (1, 2, 3):
         assert await delete(session, base, seq, MOD) == 204
     reader = await open_stream(session, base, "v", last_event_id=0)
@@ -94,27 +95,22 @@ async def test_a_resume_over_deleted_comments_only_is_not_a_reset(start_server: 
     assert [shown(ev) for ev in got] == [("comment", 4, 4), ("delete", 5, 1), ("delete", 6, 2), ("delete", 7, 3)]
 
 
-def cluster_args(strategy: str, transport: str, storage: str) -> list[str]:
-    flag = "--registry" if strategy == "dispatcher" else "--broker"
-    return ["--strategy", strategy, flag, transport, "--storage", storage, "--cluster-secret", "s",
-            "--repair-interval", REPAIR, "--auth-jwt-secret", SECRET]
-
-
-
 @pytest.mark.parametrize("strategy", ["broadcast", "partitioned", "dispatcher"])
 async def test_deletes_reach_viewers_on_every_strategy_even_when_their_publish_is_lost(
     strategy: str, storage_url: str, spawn: Any, redis_server: RedisProcess, session: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    rt = spawn("--role", "realtime", *cluster_args(strategy, redis_server.url, storage_url))
-    writer = spawn("--role", "writer", *cluster_args(strategy, redis_server.url, storage_url))
+    args = partial(serve_args, "--repair-interval", REPAIR, "--auth-jwt-secret", SECRET, strategy=strategy,
+                   storage=storage_url)
+    rt = spawn(*args(role="realtime", transport=redis_server.url))
+    writer = spawn(*args(role="writer", transport=redis_server.url))
     # A writer whose publishes reach no realtime process: pub/sub on a Redis nobody listens
     # to; for the dispatcher a registry (another Redis DB) that lists nobody.
     nowhere = RedisProcess(tmp_path / "unused").url if strategy != "dispatcher" else redis_server.url[:-1] + "1"
-    lossy = spawn("--role", "writer", *cluster_args(strategy, nowhere, storage_url))
+    lossy = spawn(*args(role="writer", transport=nowhere))
     viewer = await open_stream(session, rt.url, "X")
     for text in ("one", "two"):
-        assert (await post(session, writer.url, ANA, text=text, video="X"))[0] == 201
+        await post(session, writer.url, "X", text, headers=ANA)
     # Seen before they are deleted: a comment deleted before its viewer got it is never shown (the
     # case below), and the 201 does not wait for the push, so waiting here keeps the order certain.
     assert [shown(await next_event(viewer)) for _ in range(2)] == [("comment", 1, 1), ("comment", 2, 2)]
@@ -122,10 +118,10 @@ async def test_deletes_reach_viewers_on_every_strategy_even_when_their_publish_i
     assert await delete(session, lossy.url, 2, ANA, video="X") == 204  # lost: the head check brings it
     assert [shown(await next_event(viewer)) for _ in range(2)] == [("delete", 3, 1), ("delete", 4, 2)]
     # A comment and its delete both lost: the repair reads the comment's empty place and the delete.
-    assert (await post(session, lossy.url, ANA, text="gone unseen", video="X"))[0] == 201
+    await post(session, lossy.url, "X", "gone unseen", headers=ANA)
     assert await delete(session, lossy.url, 5, MOD, video="X") == 204
     assert shown(await next_event(viewer)) == ("delete", 6, 5)
-    assert (await post(session, writer.url, ANA, text="three", video="X"))[0] == 201
+    await post(session, writer.url, "X", "three", headers=ANA)
     assert shown(await next_event(viewer)) == ("comment", 7, 7)  # and no delete twice
     resumed = await open_stream(session, rt.url, "X", last_event_id=0)
     assert [shown(await next_event(resumed)) for _ in range(4)] == [

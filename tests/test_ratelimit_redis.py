@@ -12,35 +12,29 @@ import jwt
 import redis.asyncio as aioredis
 
 from tests.conftest import StartServer
-from tests.fixtures.processes import RedisProcess
-from tests.helpers import all_seqs, metric
+from tests.fixtures.processes import RedisProcess, serve_args, sqlite_url
+from tests.helpers import all_seqs, metric, post, post_reply
 
 SECRET = "a-test-secret-of-at-least-32-bytes!"
 ERRORS = "livecomments_rate_limit_store_errors_total"
 
 
-def bearer(sub: str) -> dict[str, str]:
-    token = jwt.encode({"sub": sub, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def send(session: aiohttp.ClientSession, base: str, headers: dict[str, str], video: str = "v1") -> int:
-    async with session.post(f"{base}/v1/videos/{video}/comments", json={"text": "hi"}, headers=headers) as r:
-        await r.read()
-        return r.status
+def token(sub: str) -> str:
+    return jwt.encode({"sub": sub, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
 
 
 async def test_two_writers_share_one_burst(spawn: Any, redis_server: RedisProcess, tmp_path: Path,
                                            session: aiohttp.ClientSession) -> None:
     writers = [
-        spawn("--storage", f"sqlite:///{tmp_path}/w{i}.db", "--auth-jwt-secret", SECRET,
-              "--rate-limit-redis", redis_server.url, "--rate-limit-per-s", "0.05", "--rate-limit-burst", "4")
+        # a storage each: what is shared is the limit, through Redis
+        spawn(*serve_args("--auth-jwt-secret", SECRET, "--rate-limit-redis", redis_server.url, "--rate-limit-per-s", "0.05",
+                          "--rate-limit-burst", "4", storage=sqlite_url(tmp_path / f"w{i}.db")))
         for i in range(2)
     ]
-    statuses = [await send(session, writers[i % 2].url, bearer("ana")) for i in range(10)]
+    statuses = [(await post_reply(session, writers[i % 2].url, "v1", token=token("ana"))).status for i in range(10)]
     assert statuses.count(201) == 4, statuses  # the burst across both, not twice it
     assert statuses[:4] == [201] * 4 and set(statuses[4:]) == {429}
-    assert [await send(session, w.url, bearer("bob")) for w in writers] == [201, 201]  # bob has his own
+    assert [(await post_reply(session, w.url, "v1", token=token("bob"))).status for w in writers] == [201, 201]  # bob has his own
     stored = [len(await all_seqs(session, w.url, "v1")) for w in writers]
     assert sum(stored) == 6
 
@@ -48,7 +42,7 @@ async def test_two_writers_share_one_burst(spawn: Any, redis_server: RedisProces
 async def test_the_broker_redis_is_used_and_keys_expire(start_server: StartServer, redis_server: RedisProcess,
                                                         session: aiohttp.ClientSession) -> None:
     base = await start_server(broker=redis_server.url, auth_jwt_secret=SECRET, rate_limit_per_s=1.0, rate_limit_burst=5)
-    assert await send(session, base, bearer("ana")) == 201
+    await post(session, base, "v1", token=token("ana"))
     client = aioredis.Redis.from_url(redis_server.url)
     try:
         keys = await client.keys("lc:rl:*")
@@ -62,12 +56,13 @@ async def test_an_outage_fails_open_is_counted_and_heals(start_server: StartServ
                                                          session: aiohttp.ClientSession) -> None:
     base = await start_server(auth_jwt_secret=SECRET, rate_limit_redis=redis_server.url,
                               rate_limit_per_s=0.05, rate_limit_burst=2)
-    assert await send(session, base, bearer("ana")) == 201
+    await post(session, base, "v1", token=token("ana"))
     redis_server.stop()
-    assert [await send(session, base, bearer("ana")) for _ in range(3)] == [201] * 3  # open: not limited
+    for _ in range(3):
+        await post(session, base, "v1", token=token("ana"))  # open: not limited
     assert await metric(session, base, ERRORS + '{outcome="allowed"}') == 3
     redis_server.start()  # empty, same port: the script is loaded again, the limit is back
-    statuses = [await send(session, base, bearer("ana")) for _ in range(3)]
+    statuses = [(await post_reply(session, base, "v1", token=token("ana"))).status for _ in range(3)]
     assert statuses == [201, 201, 429]
 
 
@@ -77,10 +72,10 @@ async def test_an_outage_fails_closed_when_configured(start_server: StartServer,
                               rate_limit_per_s=1.0)
     redis_server.stop()
     async with asyncio.timeout(5):
-        async with session.post(f"{base}/v1/videos/v1/comments", json={"text": "hi"}, headers=bearer("ana")) as r:
-            assert r.status == 503
-            assert r.headers["Retry-After"] == "1"
-            assert (await r.json())["error"]["code"] == "rate_limit_unavailable"
+        reply = await post_reply(session, base, "v1", token=token("ana"))
+    assert reply.status == 503
+    assert reply.headers["Retry-After"] == "1"
+    assert reply.body["error"]["code"] == "rate_limit_unavailable"
     assert await all_seqs(session, base, "v1") == []
     assert await metric(session, base, ERRORS + '{outcome="refused"}') == 1
     assert await metric(session, base, 'livecomments_comments_rejected_total{code="rate_limit_unavailable"}') == 1
@@ -100,10 +95,10 @@ async def test_readyz_is_not_ready_while_fail_closed_limits_refuse_every_post(
     assert await readyz(session, base) == (200, {"status": "ready"})
     redis_server.stop()
     assert await readyz(session, base) == (503, {"status": "not_ready", "reason": "rate_limit_unavailable"})
-    assert await send(session, base, bearer("ana")) == 503  # what the balancer is told is what posts get
+    await post(session, base, "v1", token=token("ana"), expect=503)  # what the balancer is told is what posts get
     redis_server.start()
     assert await readyz(session, base) == (200, {"status": "ready"})
-    assert await send(session, base, bearer("ana")) == 201
+    await post(session, base, "v1", token=token("ana"))
 
 
 async def test_readyz_stays_ready_while_fail_open_limits_let_posts_through(
@@ -112,4 +107,4 @@ async def test_readyz_stays_ready_while_fail_open_limits_let_posts_through(
     base = await start_server(auth_jwt_secret=SECRET, rate_limit_redis=redis_server.url, rate_limit_per_s=1.0)
     redis_server.stop()
     assert await readyz(session, base) == (200, {"status": "ready"})
-    assert await send(session, base, bearer("ana")) == 201
+    await post(session, base, "v1", token=token("ana"))

@@ -123,7 +123,7 @@ async def test_the_cap_fits_the_open_files_limit_and_health_checks_still_get_ans
     if shutil.which("prlimit") is None:
         pytest.skip("prlimit (util-linux) is not installed")
     monkeypatch.setattr(sys, "executable", str(wrapper))  # spawn() starts `sys.executable -m livecomments`
-    server = spawn("--storage", f"sqlite:///{tmp_path}/fd.db")
+    server = spawn()
     base = server.url
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(sock_read=10)) as session:
