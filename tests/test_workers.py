@@ -138,6 +138,38 @@ async def test_a_killed_worker_is_replaced_and_the_other_keeps_its_viewers(spawn
     await streams_on_every_worker(session, server.url, "v2")  # and the replacement serves new viewers
 
 
+async def test_a_hung_worker_is_killed_and_replaced_and_new_connections_are_all_answered(spawn, redis_server,
+                                                                                        tmp_path):
+    server = spawn(*workers_args("broadcast", redis_server.url, tmp_path, workers=3))
+    supervisor = server.proc.pid
+    names = {worker_name(pid): pid for pid in children(supervisor)}
+    assert set(names) == {"lc-worker-1", "lc-worker-2", "lc-worker-3"}
+    hung = names["lc-worker-2"]
+    os.kill(hung, signal.SIGSTOP)  # alive, holding its socket, answering nothing
+    try:
+        # HUNG_TIMEOUT (5 s) + the supervisor's 0.5 s wake-up + the restart delay (1 s), with room for a loaded machine
+        await until(lambda: "lc-worker-2" in {worker_name(pid) for pid in children(supervisor) - {hung}},
+                    20, "the supervisor to replace the hung worker 2")
+        assert not alive(hung)  # killed, and reaped
+    finally:
+        if alive(hung):
+            os.kill(hung, signal.SIGKILL)  # a stopped process would outlive the test (it ignores the parent-death SIGTERM)
+    assert {worker_name(pid) for pid in children(supervisor)} == {"lc-worker-1", "lc-worker-2", "lc-worker-3"}
+    assert {names["lc-worker-1"], names["lc-worker-3"]} <= children(supervisor)  # the others were left alone
+    lines = [line for line in server.log_path.read_text().splitlines() if f"(pid {hung})" in line]
+    assert len(lines) == 1 and "worker 2" in lines[0] and "did not answer" in lines[0], lines
+    # Every new connection is answered, the ones the kernel hands to worker 2's socket by its replacement.
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True), timeout=timeout) as fresh:
+        async def healthz() -> str:
+            async with fresh.get(f"{server.url}/healthz") as r:
+                assert r.status == 200
+                return r.headers["X-Served-By"]
+
+        served = await asyncio.gather(*(healthz() for _ in range(60)))
+    assert {name.rsplit("/", 1)[1] for name in served} == {"w1", "w2", "w3"}  # all missed one by chance: 3 × (2/3)^60
+
+
 async def test_sigterm_stops_every_worker_and_sigkill_of_the_supervisor_takes_them_along(spawn, redis_server,
                                                                                          tmp_path):
     clean = spawn(*workers_args("broadcast", redis_server.url, tmp_path, workers=3))

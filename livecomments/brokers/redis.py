@@ -22,10 +22,12 @@ from livecomments.backoff import backoff
 from livecomments.brokers.base import OnMessage, OnReset
 from livecomments.brokers.redis_link import (
     CONNECT_TIMEOUT,
+    STOP_TIMEOUT,
     BrokerUnavailable,
     Link,
     cluster_slots,
     connection_kwargs,
+    stop_task,
 )
 from livecomments.brokers.redis_publisher import RedisPublisher
 
@@ -67,6 +69,7 @@ class RedisBroker:
         self._supervisor: asyncio.Task[None] | None = None
         self._ready = False
         self._connecting = True
+        self._closed = False  # close() began: the supervisor opens no further session
         self._reason = "connecting to redis"
 
     @property
@@ -92,6 +95,8 @@ class RedisBroker:
 
     async def subscribe(self, *channels: str) -> None:
         """Returns once Redis confirmed every channel; raises (holding none of the new ones) if not."""
+        if self._closed:
+            raise BrokerUnavailable("broker closed")
         new = [c for c in channels if c not in self._wanted]
         self._wanted.update(new)
         if self._supervisor is None:
@@ -128,11 +133,16 @@ class RedisBroker:
                 await self._send_unsubscribe(gone)
 
     async def close(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
+        """Bounded whatever the link is doing (connecting, resubscribing, backing off, frozen)."""
+        self._closed = True
+        if self._supervisor is not None and not await stop_task(self._supervisor):
+            log.warning("redis subscriber did not stop within %g s of close; leaving it behind", STOP_TIMEOUT)
         await self._close_session(BrokerUnavailable("broker closed"))
-        await self._publisher.close()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):  # on expiry its task is cancelled a second time
+                await self._publisher.close()
+        except TimeoutError:
+            log.warning("redis publisher did not close within %g s; leaving it behind", STOP_TIMEOUT)
 
     # -- sending ----------------------------------------------------------
 
@@ -209,9 +219,11 @@ class RedisBroker:
 
     async def _supervise(self) -> None:
         attempt, lost = 0, False
-        while True:
+        while not self._closed:  # a cancel() that redis-py lost (see stop_task) ends the loop here
             try:
                 await self._open_session()
+                if self._closed:
+                    return
                 self._connecting, attempt = False, 0
                 log.info("redis subscriber link up (%d channels)", len(self._wanted))
                 if lost:
@@ -221,6 +233,8 @@ class RedisBroker:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # never die silently: say why, back off, reconnect
+                if self._closed:
+                    return
                 reason = f"redis link down: {type(e).__name__}: {e}"
                 if self._ready or attempt == 0:
                     log.warning("%s; reconnecting", reason)
@@ -279,10 +293,10 @@ class RedisBroker:
                 fut.set_exception(exc)
 
     async def _watch_session(self) -> None:
-        """Returns only by raising: a reader ended, or a link stopped answering PING."""
+        """Returns only by raising (a reader ended, or a link stopped answering PING), or once closed."""
         loop = asyncio.get_running_loop()
         readers = {link.reader for link in self._links.values() if link.reader is not None}
-        while True:
+        while not self._closed:
             done, _ = await asyncio.wait(readers, timeout=HEALTH_INTERVAL)
             for task in done:
                 raise task.exception() or BrokerUnavailable("reader ended")

@@ -11,6 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 CONNECT_TIMEOUT = 2.0  # per connection attempt
+STOP_TIMEOUT = 2.0  # a task of ours that has not ended this long after its first cancel() is left behind
 
 Slots = list[tuple[int, int, tuple[str, int]]]  # (first slot, last slot, master host:port)
 
@@ -50,9 +51,28 @@ class Link:
 
     async def close(self) -> None:
         if self.reader is not None:  # cancel the reader before disconnecting (redis-py#3941)
-            self.reader.cancel()
-            await asyncio.gather(self.reader, return_exceptions=True)
+            await stop_task(self.reader)
         await self.conn.disconnect(nowait=True)
+
+
+async def stop_task(task: asyncio.Task[Any], timeout: float = STOP_TIMEOUT) -> bool:
+    """Cancel `task` and wait until it has ended, cancelling it again while it runs on; whether it
+    ended within `timeout`.
+
+    One cancel() is not enough for a task that talks to Redis: redis-py sends every command through
+    asyncio.wait_for, and Python 3.11's wait_for returns the command's result and drops a
+    cancellation that lands just as the command completes (CPython gh-86296, fixed in 3.12)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not task.done():
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(0.1, left))
+    if not task.cancelled():
+        task.exception()  # retrieved: an error at its end is not reported again as "never retrieved"
+    return True
 
 
 async def cluster_slots(conn_class: type[AbstractConnection], kwargs: dict[str, Any]) -> Slots:

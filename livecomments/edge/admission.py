@@ -41,6 +41,7 @@ import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from livecomments.addresses import address_key
 from livecomments.config import Config
 from livecomments.core.viewer import Viewer
 
@@ -67,6 +68,13 @@ def capped_address(host: str | None) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return None if ip.is_loopback else str(ip)
+
+
+def cap_key(host: str | None, ipv6_prefix: int) -> str | None:
+    """What a connection from host counts against under a per-address cap: None for loopback (not
+    capped), else the key rate limits count it under, an IPv6 client as its network (addresses.py)."""
+    address = capped_address(host)
+    return None if address is None else address_key(address, ipv6_prefix)
 
 
 @dataclass(frozen=True)

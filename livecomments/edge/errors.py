@@ -13,6 +13,8 @@ from livecomments.storage.errors import (
     IdempotencyKeyReused,
     Overloaded,
     StorageError,
+    StorageFull,
+    StorageLost,
     StorageUnavailable,
 )
 
@@ -45,6 +47,9 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 # The public message is fixed: the driver's detail (addresses, SQL states) goes to the log.
 STORAGE_REFUSALS: dict[type[StorageError], tuple[int, str, str, int | None]] = {
     StorageUnavailable: (503, STORAGE_UNAVAILABLE, "storage cannot be reached; nothing was stored", 1),
+    StorageFull: (503, STORAGE_UNAVAILABLE, "storage is full (no space left to write); nothing was stored", 10),
+    StorageLost: (503, STORAGE_UNAVAILABLE,
+                  "the server lost its database file (deleted or replaced while running); nothing was stored", 30),
     Overloaded: (503, "overloaded", "too many posts are waiting to be stored; nothing was stored", 1),
     IdempotencyKeyReused: (422, "idempotency_key_reused", "this Idempotency-Key was first used for another comment", None),
     # The same code (the key is used up; clients and the metrics' fixed label set know it), its own message.

@@ -4,12 +4,13 @@ checks a post passes before it is stored (bans, slow mode).
 Bans and slow mode live in storage, so every writer of one database shares them, and are
 read on every post (one query, no cache: a ban or a setting takes effect on the next post
 on every writer). A slow-mode slot is claimed atomically in storage (a conditional upsert),
-so two writers cannot both accept a user's post within one interval.
+so two writers cannot both accept a user's post within one interval. Every time these decide
+by is the storage's clock, never this process's (storage/base.py, Moderation): writers on
+several machines disagree about the time, the database does not.
 """
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 import orjson
@@ -55,13 +56,12 @@ async def check_post(request: web.Request, video_id: str, idempotency_key: str |
     if user is not None and user.moderator:
         return
     storage = moderation_of(request)
-    now = time.time()
-    banned_until, slow_mode_s = await storage.post_policy(video_id, None if user is None else user.sub, now)
+    banned_until, slow_mode_s = await storage.post_policy(video_id, None if user is None else user.sub)
     if banned_until is not None:
         ends = datetime.fromtimestamp(banned_until, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         raise ApiError(403, "banned", f"you are banned from posting to this video until {ends}")
     if slow_mode_s:
-        wait = await storage.claim_slot(video_id, poster(request), now, slow_mode_s, idempotency_key)
+        wait = await storage.claim_slot(video_id, poster(request), slow_mode_s, idempotency_key)
         if wait > 0:
             raise SlowMode(wait, slow_mode_s)
 
@@ -134,9 +134,8 @@ async def post_ban(request: web.Request) -> web.Response:
     if not isinstance(user, str) or not 0 < len(user) <= MAX_USER:
         raise ApiError(422, "invalid_user", f"user must be a token sub of 1-{MAX_USER} characters")
     ttl_s = _int_field(body, "ttl_s", MAX_BAN_S)
-    until = time.time() + ttl_s
-    await moderation_of(request).ban(video_id, user, until if ttl_s else 0.0)
-    if not ttl_s:
+    until = await moderation_of(request).ban(video_id, user, ttl_s)  # from the storage's clock
+    if until is None:
         return web.Response(status=204)
     return web.json_response({"video_id": video_id, "user": user, "until": until}, status=201, dumps=dumps)
 

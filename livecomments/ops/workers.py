@@ -15,6 +15,16 @@ connections the kernel hashes to its socket wait in that socket's backlog until 
 It prints one "listening on" line once every worker listens, restarts a worker that dies, stops
 them all on SIGTERM/SIGINT, and exits with the first worker's error when they cannot start.
 Workers get SIGTERM if the supervisor dies without stopping them (a parent-death signal).
+
+A worker that hangs is not dead, and its socket would keep taking its share of new connections
+and never answer them. So each worker's event loop says "alive" on the report pipe every
+HEARTBEAT_INTERVAL, and the supervisor kills (SIGKILL) one it has not heard from for
+HUNG_TIMEOUT, logging one line, and starts it again as it does a worker that died. The beat comes
+from the loop itself, so it stops with whatever stops the loop: SIGSTOP, a blocking call, a
+deadlock, a machine swapping. 5 s: five missed beats, far beyond any stall of a working loop
+(storage runs on threads; a busy fan-out yields every batch) even on a loaded machine, and short
+enough that the connections queued meanwhile on its socket are answered by the replacement
+(restarted a second later) within a common 10 s client timeout.
 """
 
 from __future__ import annotations
@@ -44,6 +54,8 @@ from livecomments.ops.procs import CRASH_WINDOW, Restarts, die_with_parent
 log = logging.getLogger(__name__)
 _fork = multiprocessing.get_context("fork")  # before any event loop or thread exists: safe
 START_TIMEOUT = 60.0
+HEARTBEAT_INTERVAL = 1.0  # a worker's loop writes "alive N" this often
+HUNG_TIMEOUT = 5.0  # a worker not heard from this long is killed and started again (see the docstring)
 
 
 @dataclass
@@ -52,6 +64,12 @@ class _Worker:
     sock: socket.socket
     process: BaseProcess | None = None
     restarts: Restarts = field(default_factory=Restarts)
+    heard: float = 0.0  # when it last wrote a report (ready, alive), or was started
+    answer_by: float = 0.0  # killed as hung if nothing is heard from it by then
+    killed_hung: float | None = None  # seconds it had been silent when the supervisor killed it
+
+    def heard_from(self, now: float) -> None:
+        self.heard, self.answer_by = now, now + HUNG_TIMEOUT
 
 
 class _Hosted:
@@ -68,6 +86,12 @@ class _Hosted:
 
     def listening(self, line: str) -> None:
         self.report(f"ready {self.index}")
+        self._beat()
+
+    def _beat(self) -> None:
+        """Runs on the event loop every HEARTBEAT_INTERVAL: when the loop stops, so does the beat."""
+        self.report(f"alive {self.index}")
+        asyncio.get_running_loop().call_later(HEARTBEAT_INTERVAL, self._beat)
 
     def setup(self, app: web.Application) -> None:
         app[METRICS_GATHER] = lambda: self._gather(app)
@@ -121,7 +145,8 @@ class _Supervisor:
         self.port = int(first.getsockname()[1])
         socks = [first] + [bind(config.host, self.port, reuse_port=True) for _ in range(config.workers - 1)]
         self.workers = [_Worker(i + 1, sock) for i, sock in enumerate(socks)]
-        self.reports, self._report_w = os.pipe()  # workers write "ready N" / "error N message" lines
+        self.reports, self._report_w = os.pipe()  # workers write "ready N" / "alive N" / "error N message" lines
+        os.set_blocking(self._report_w, False)  # a supervisor that stops reading must not stop its workers
         self.stopping = False
         self._buf = b""
 
@@ -130,6 +155,7 @@ class _Supervisor:
                                        name=f"livecomments-w{worker.index}")
         worker.process.start()
         worker.restarts.start()
+        worker.heard, worker.answer_by, worker.killed_hung = time.monotonic(), time.monotonic() + START_TIMEOUT, None
 
     def _worker_main(self, worker: _Worker, set_death_signal: Callable[[], None] | None) -> None:
         """In the forked child: serve on this worker's socket until SIGTERM."""
@@ -152,12 +178,23 @@ class _Supervisor:
             os._exit(1)
 
     def _report(self, line: str) -> None:
-        os.write(self._report_w, (line + "\n").encode()[:4096])  # one write under PIPE_BUF: never interleaved
+        try:
+            os.write(self._report_w, (line + "\n").encode()[:4096])  # one write under PIPE_BUF: never interleaved
+        except BlockingIOError:  # the pipe is full: the supervisor is not reading, and would not act on it
+            pass
 
-    def read_reports(self) -> list[str]:
+    def read_reports(self) -> list[tuple[str, int, str]]:
+        """(kind, worker index, message) of each whole line; each line marks its worker as heard from."""
         self._buf += os.read(self.reports, 65536)
         *lines, self._buf = self._buf.split(b"\n")
-        return [line.decode(errors="replace") for line in lines]
+        reports, now = [], time.monotonic()
+        for line in lines:
+            kind, _, rest = line.decode(errors="replace").partition(" ")
+            index, _, message = rest.partition(" ")
+            if index.isdigit() and 1 <= int(index) <= len(self.workers):
+                self.workers[int(index) - 1].heard_from(now)
+                reports.append((kind, int(index), message))
+        return reports
 
     def wait_ready(self) -> None:
         waiting = {w.index for w in self.workers}
@@ -169,11 +206,11 @@ class _Supervisor:
             sentinels = {w.process.sentinel: w for w in self.workers if w.process is not None}
             for ready in _wait([self.reports, *sentinels], left):
                 if ready == self.reports:
-                    for line in self.read_reports():
-                        kind, index, *message = line.split(" ", 2)
+                    for kind, index, message in self.read_reports():
                         if kind == "error":
-                            raise StartError(message[0] if message else f"worker {index} failed to start")
-                        waiting.discard(int(index))
+                            raise StartError(message or f"worker {index} failed to start")
+                        if kind == "ready":
+                            waiting.discard(index)
                 elif sentinels[ready].index in waiting and not self.read_pending():  # died without a word
                     w = sentinels[ready]
                     assert w.process is not None
@@ -184,33 +221,49 @@ class _Supervisor:
         return bool(_wait([self.reports], 0))
 
     def watch(self) -> None:
-        """Until SIGTERM/SIGINT: restart each worker that dies; give up on one that keeps dying at start."""
+        """Until SIGTERM/SIGINT: restart each worker that dies, kill one that hangs (it is then
+        restarted as one that died); give up on one that keeps dying at start."""
         restart_at: dict[int, float] = {}
         while not self.stopping:
             sentinels = {w.process.sentinel: w for w in self.workers if w.process is not None}
             for ready in _wait([self.reports, *sentinels], 0.5):
                 if ready == self.reports:
-                    for line in self.read_reports():
-                        if line.startswith("error"):
-                            log.warning("worker %s", line.removeprefix("error "))
+                    for kind, index, message in self.read_reports():
+                        if kind == "error":
+                            log.warning("worker %d %s", index, message)
                     continue
                 w = sentinels[ready]
                 assert w.process is not None
                 if self.stopping:
                     break
                 delay = w.restarts.died()
+                how = (f"exited with {w.process.exitcode}" if w.killed_hung is None else
+                       f"did not answer for {w.killed_hung:.1f} s: killed it")
                 if delay is None:
                     raise StartError(f"worker {w.index} died {w.restarts.crashes} times in a row within "
-                                     f"{CRASH_WINDOW:g} s of starting (exit {w.process.exitcode}); stopping")
-                log.warning("worker %d (pid %d) exited with %s; starting it again in %g s",
-                            w.index, w.process.pid, w.process.exitcode, delay)
+                                     f"{CRASH_WINDOW:g} s of starting ({how}); stopping")
+                log.warning("worker %d (pid %d) %s; starting it again in %g s", w.index, w.process.pid, how, delay)
                 w.process.join(0)  # reaped now, not left a zombie until the next start
                 w.process = None
                 restart_at[w.index] = time.monotonic() + delay
+            if not self.stopping:
+                self.kill_hung()
             for w in self.workers:
                 if w.index in restart_at and time.monotonic() >= restart_at[w.index] and not self.stopping:
                     del restart_at[w.index]
                     self.start(w)
+
+    def kill_hung(self) -> None:
+        """SIGKILL each worker not heard from in time; its death is then handled as any other."""
+        now = time.monotonic()
+        for w in self.workers:
+            if w.process is None or w.process.pid is None or w.killed_hung is not None or now < w.answer_by:
+                continue
+            w.killed_hung = now - w.heard
+            try:
+                os.kill(w.process.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it died on its own meanwhile
+                pass
 
     def stop(self) -> None:
         alive = [w.process for w in self.workers if w.process is not None and w.process.is_alive()]

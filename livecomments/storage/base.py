@@ -56,8 +56,13 @@ class CommentLog(Protocol):
         """`last_seq` of many videos in one query: every id asked is a key (0 if none)."""
         ...
 
+    not_ready_reason: str
+    """Why `healthy` last said no, one line for the operator ("" while healthy)."""
+
     async def healthy(self) -> bool:
-        """Whether a post could be stored now (a cheap probe, bounded in time)."""
+        """Whether a post could be stored now (a cheap probe, bounded in time). After a write failed
+        for lack of space (StorageFull) it stays False until a write succeeds again; after the
+        database file was lost under the server (StorageLost), until a restart."""
         ...
 
     def observe_commits(self, hook: OnCommit) -> None:
@@ -68,7 +73,12 @@ class CommentLog(Protocol):
 
 
 class Moderation(Protocol):
-    """Deletes, bans and slow mode, kept in the database so every writer of it shares them."""
+    """Deletes, bans and slow mode, kept in the database so every writer of it shares them.
+
+    Every time these compare is read from the storage's own clock, never a caller's: writers on
+    several machines disagree about the time (a writer 60 s ahead would accept a post 1 s after
+    another writer's under slow mode, and not see a 45 s ban), the database is one clock for all
+    of them. PostgreSQL: the server's clock, in the deciding statement. SQLite: the machine's."""
 
     async def delete(self, video_id: str, seq: int, *, by: str, moderator: bool) -> Comment | None:
         """Delete comment `seq` by user `by` in one transaction: returns the delete entry appended
@@ -76,19 +86,21 @@ class Moderation(Protocol):
         NoSuchComment (not a comment of the video) or NotYourComment (not a moderator, not its poster)."""
         ...
 
-    async def ban(self, video_id: str, user: str, until: float) -> None:
-        """Ban `user` from posting to the video until the epoch `until` (a past one lifts the ban)."""
+    async def ban(self, video_id: str, user: str, ttl_s: float) -> float | None:
+        """Ban `user` from posting to the video for `ttl_s` seconds from now on the storage's clock;
+        returns when the ban ends (epoch), or None when `ttl_s` <= 0, which lifts the ban."""
         ...
 
-    async def post_policy(self, video_id: str, user: str | None, now: float) -> tuple[float | None, int]:
-        """One read before a post: when `user`'s ban on the video ends (None: not banned), and its slow_mode_s."""
+    async def post_policy(self, video_id: str, user: str | None, _now: float | None = None) -> tuple[float | None, int]:
+        """One read before a post: when `user`'s ban on the video ends (None: not banned), and its slow_mode_s.
+        `_now` is ignored (the storage's clock decides); it stays until edge/videos.py stops passing it."""
         ...
 
     async def set_slow_mode(self, video_id: str, seconds: int) -> None: ...
 
-    async def claim_slot(self, video_id: str, poster: str, now: float, interval: int, key: str | None = None) -> float:
-        """Slow mode, atomic across writers: records a post by `poster` at `now` unless its last
-        was less than `interval` s ago; returns 0 if recorded, else the seconds left to wait.
+    async def claim_slot(self, video_id: str, poster: str, interval: int, key: str | None = None) -> float:
+        """Slow mode, atomic across writers: records a post by `poster` now (the storage's clock) unless
+        its last was less than `interval` s ago; returns 0 if recorded, else the seconds left to wait.
         A post with the Idempotency-Key `key` of the post that took the slot takes it again
         (its retry must reach storage, which answers with the first comment)."""
         ...
@@ -106,8 +118,9 @@ class Retention(Protocol):
         before that epoch go. The head stays, so seq never restarts."""
         ...
 
-    async def forget_expired(self, now: float) -> None:
-        """Drop bans that ended and last posts older than MAX_SLOW_MODE_S (housekeeping)."""
+    async def forget_expired(self) -> None:
+        """Drop bans that ended and last posts older than MAX_SLOW_MODE_S (housekeeping), by the
+        storage's clock: a writer whose clock runs ahead must not end a ban early."""
         ...
 
 

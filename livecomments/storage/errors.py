@@ -11,6 +11,16 @@ class StorageUnavailable(StorageError):
     """The database cannot be reached or cannot store now (stopped, restarting, disk full)."""
 
 
+class StorageFull(StorageUnavailable):
+    """The last write failed for lack of space (disk full, SQLite's max_page_count, PostgreSQL 53100):
+    not ready until a write succeeds again."""
+
+
+class StorageLost(StorageUnavailable):
+    """The database file was deleted or replaced under the running server: writing on would
+    acknowledge posts into a file nobody will open again. Refused until a restart."""
+
+
 class Overloaded(StorageError):
     """More posts are waiting for a commit than the configured bound: refused, not queued."""
 

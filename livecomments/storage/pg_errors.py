@@ -7,12 +7,13 @@ from contextlib import asynccontextmanager
 
 import asyncpg  # type: ignore[import-untyped]
 
-from livecomments.storage.errors import StorageUnavailable
+from livecomments.storage.errors import StorageFull, StorageUnavailable
 
 # SQLSTATE classes meaning "the database cannot serve now", not "this request is wrong":
 # 08 connection, 53 insufficient resources (disk full, too many connections), 57 operator
 # intervention (shutdown, restart), 25006 read-only transaction (a standby after failover).
 UNAVAILABLE_CLASSES = ("08", "53", "57")
+DISK_FULL = "53100"
 
 
 def _unavailable(e: BaseException) -> bool:
@@ -31,6 +32,8 @@ async def translated() -> AsyncIterator[None]:
     try:
         yield
     except Exception as e:
+        if isinstance(e, asyncpg.PostgresError) and getattr(e, "sqlstate", "") == DISK_FULL:
+            raise StorageFull(f"PostgreSQL: {type(e).__name__}: {e}") from e
         if _unavailable(e):
             raise StorageUnavailable(f"PostgreSQL: {type(e).__name__}: {e}") from e
         raise

@@ -11,13 +11,24 @@ the batch's count for that video), so no two transactions wait on each other in
 a cycle. A key another writer holds makes our insert wait for its commit and then
 skip (ON CONFLICT DO NOTHING): that post gets the other's comment, and the rest
 of the batch goes on.
+
+created_at comes from the database's clock too (DB_NOW, in the inserting statement), not the
+writer's: one clock for every writer, the one slow mode and bans decide by, so a writer whose
+clock runs 60 s ahead does not stamp comments 60 s in the future, comments of one video do not
+go back in time by a writer's skew from one seq to the next, and retention by age cuts at one
+line. It costs nothing (the same statement, one more column back). What it cannot fix: a
+viewer's own clock, e.g. the delivery-latency histogram, which compares with the realtime
+server's clock.
+
+A write that fails for lack of space (SQLSTATE 53100) is StorageFull: not ready until a write
+succeeds again (a real write probes while it lasts), as in the SQLite backend.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +36,13 @@ import asyncpg  # type: ignore[import-untyped]
 
 from livecomments.model import Comment, NewComment
 from livecomments.storage.base import KEY_REUSED, MAX_PENDING_POSTS, OnCommit, Storage, body_hash, key_outcome
-from livecomments.storage.errors import IdempotencyKeyReused, StorageUnavailable
+from livecomments.storage.errors import IdempotencyKeyReused, StorageFull, StorageUnavailable
 from livecomments.storage.group_commit import GroupCommit, Outcome, Post
 from livecomments.storage.log import COLUMNS, LIVE, PREFIXED, row_entry
 from livecomments.storage.pg_errors import translated
-from livecomments.storage.postgres_moderation import MODERATION_SCHEMA, PostgresModeration
+from livecomments.storage.postgres_moderation import DB_NOW, MODERATION_SCHEMA, PostgresModeration
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS comments (
@@ -59,6 +72,11 @@ SCHEMA_VERSION = hashlib.sha256(SCHEMA.encode()).hexdigest()[:16]  # any change 
 CONNECT_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 2.0
+SPACE_PROBE = """
+INSERT INTO meta VALUES ('space_probe', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 256) i))
+ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value;
+DELETE FROM meta WHERE name = 'space_probe';
+"""
 CLAIM_KEYS = """
 INSERT INTO idempotency (video_id, key, seq, body)
 SELECT v, k, 0, b FROM unnest($1::text[], $2::text[], $3::bytea[]) AS t(v, k, b) ORDER BY v, k
@@ -74,8 +92,10 @@ LEFT JOIN comments c ON c.video_id = i.video_id AND c.seq = i.seq  -- a deleted 
 # number the batch's comments after the old head; insert them; point their keys at their seqs.
 WRITE = """
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $6::text[])
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
         WITH ORDINALITY AS t(v, author, text, key, user_id, ord)
+), clock AS (
+    SELECT {DB_NOW} AS t
 ), counts AS (
     SELECT v, count(*) AS n FROM input GROUP BY v
 ), bumped AS (
@@ -86,12 +106,13 @@ WITH input AS (
         b.seq - c.n + row_number() OVER (PARTITION BY i.v ORDER BY i.ord) AS seq
     FROM input i JOIN counts c ON c.v = i.v JOIN bumped b ON b.video_id = i.v
 ), inserted AS (
-    INSERT INTO comments (video_id, seq, author, text, created_at, user_id) SELECT v, seq, author, text, $5, user_id FROM numbered
+    INSERT INTO comments (video_id, seq, author, text, created_at, user_id)
+    SELECT v, seq, author, text, clock.t, user_id FROM numbered, clock
 ), keys AS (
     UPDATE idempotency k SET seq = n.seq FROM numbered n WHERE n.key IS NOT NULL AND k.video_id = n.v AND k.key = n.key
 )
-SELECT ord, seq FROM numbered
-"""
+SELECT ord, seq, clock.t FROM numbered, clock
+""".replace("{DB_NOW}", DB_NOW)
 PRUNE = """
 WITH gone AS (
     DELETE FROM comments c USING unnest($1::text[], $2::bigint[]) AS d(v, s)
@@ -129,6 +150,8 @@ class PostgresStorage(PostgresModeration):
         self._pool = pool
         self._group = GroupCommit(self._commit, enabled=group_commit, max_pending=max_pending)
         self.cursor_secret = cursor_secret
+        self._full = False  # the last write failed for lack of space
+        self.not_ready_reason = ""
 
     @classmethod
     async def open_url(cls, url: str, *, group_commit: bool = True, max_pending: int = MAX_PENDING_POSTS) -> PostgresStorage:
@@ -170,6 +193,22 @@ class PostgresStorage(PostgresModeration):
         self._group.on_commit = hook
 
     async def _commit(self, batch: list[Post]) -> list[Outcome]:
+        try:
+            out = await self._commit_batch(batch)
+        except StorageFull as e:
+            if not self._full:
+                log.error("%s: posts are refused and /readyz is 503 until a write succeeds", e)
+            self._full = True
+            raise
+        self._room_again()
+        return out
+
+    def _room_again(self) -> None:
+        if self._full:
+            log.warning("PostgreSQL has room again: writes succeed")
+        self._full = False
+
+    async def _commit_batch(self, batch: list[Post]) -> list[Outcome]:
         out: list[Outcome | None] = [None] * len(batch)
         async with translated(), self._pool.acquire() as conn:
             if all(key is None for _, key in batch):
@@ -213,15 +252,14 @@ class PostgresStorage(PostgresModeration):
         """Store the posts at `fresh` (indexes into batch), seq numbered in batch order per video."""
         if not fresh:
             return
-        now = time.time()
         posts = [batch[i] for i in fresh]
         rows = await conn.fetch(
             WRITE, [n.video_id for n, _ in posts], [n.author for n, _ in posts], [n.text for n, _ in posts],
-            [key for _, key in posts], now, [n.user for n, _ in posts],
+            [key for _, key in posts], [n.user for n, _ in posts],
         )
-        for ordinal, seq in rows:
+        for ordinal, seq, created_at in rows:
             new = batch[fresh[ordinal - 1]][0]
-            out[fresh[ordinal - 1]] = Comment(new.video_id, seq, new.author, new.text, now, new.user)
+            out[fresh[ordinal - 1]] = Comment(new.video_id, seq, new.author, new.text, created_at, new.user)
 
     async def prune(self, *, keep_comments: int, older_than: float, limit: int) -> int:
         async with translated(), self._pool.acquire() as conn:
@@ -239,9 +277,23 @@ class PostgresStorage(PostgresModeration):
     async def healthy(self) -> bool:
         try:  # reachable, and not a standby that cannot take writes
             async with translated():
-                return bool(await self._pool.fetchval("SELECT NOT pg_is_in_recovery()", timeout=PROBE_TIMEOUT_S))
-        except StorageUnavailable:
+                primary = bool(await self._pool.fetchval("SELECT NOT pg_is_in_recovery()", timeout=PROBE_TIMEOUT_S))
+        except StorageUnavailable as e:
+            self.not_ready_reason = str(e)
             return False
+        if not primary:
+            self.not_ready_reason = "PostgreSQL is a standby (in recovery): it cannot take writes"
+            return False
+        if self._full:
+            try:  # a post's worth of row, committed then removed: can posts be stored again?
+                async with translated(), self._pool.acquire(timeout=PROBE_TIMEOUT_S) as conn:
+                    await conn.execute(SPACE_PROBE, timeout=PROBE_TIMEOUT_S)
+            except StorageUnavailable as e:
+                self.not_ready_reason = f"the last write failed for lack of space: {e}"
+                return False
+            self._room_again()
+        self.not_ready_reason = ""
+        return True
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         async with translated():

@@ -3,11 +3,16 @@
 A delete entry takes its seq by bumping the video's `heads` row first, the lock every
 post of the video takes too, so its seq is contiguous with theirs across writers, and a
 refused delete rolls the bump back. Mixed into PostgresStorage.
+
+Every time compared or stored here is the database server's clock (DB_NOW, inside the
+statement that decides), never the writer's: writers on several machines disagree about the
+time, and a writer 60 s ahead would otherwise take a slow-mode slot 1 s after another
+writer's post, not see a 45 s ban, or forget a ban a minute early. The bound is then the
+database's own clock; the writers' clocks do not matter.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -36,18 +41,24 @@ CREATE TABLE IF NOT EXISTS last_posts (
     PRIMARY KEY (video_id, poster)
 );
 """
-POLICY = """
-SELECT (SELECT until FROM bans WHERE video_id=$1 AND user_id=$2 AND until>$3),
+DB_NOW = "extract(epoch FROM statement_timestamp())::float8"  # the server's clock, one value per statement
+POLICY = f"""
+SELECT (SELECT until FROM bans WHERE video_id=$1 AND user_id=$2 AND until>{DB_NOW}),
        (SELECT slow_mode_s FROM video_settings WHERE video_id=$1)
 """
 # The row lock makes a concurrent claim by another writer wait, then re-check the condition.
-CLAIM = """
-INSERT INTO last_posts (video_id, poster, at, idem_key) VALUES ($1, $2, $3, $5)
+CLAIM = f"""
+INSERT INTO last_posts (video_id, poster, at, idem_key) VALUES ($1, $2, {DB_NOW}, $4)
 ON CONFLICT (video_id, poster) DO UPDATE
 SET at = CASE WHEN last_posts.idem_key = EXCLUDED.idem_key THEN last_posts.at ELSE EXCLUDED.at END,
     idem_key = EXCLUDED.idem_key
-WHERE last_posts.at <= EXCLUDED.at - $4 OR last_posts.idem_key = EXCLUDED.idem_key
+WHERE last_posts.at <= EXCLUDED.at - $3 OR last_posts.idem_key = EXCLUDED.idem_key
 RETURNING at
+"""
+WAIT = f"SELECT at + $3 - {DB_NOW} FROM last_posts WHERE video_id=$1 AND poster=$2"
+BAN = f"""
+INSERT INTO bans VALUES ($1, $2, {DB_NOW} + $3) ON CONFLICT (video_id, user_id) DO UPDATE SET until=EXCLUDED.until
+RETURNING until
 """
 
 
@@ -65,19 +76,16 @@ class PostgresModeration:
         except _AlreadyDeleted:
             return None
 
-    async def ban(self, video_id: str, user: str, until: float) -> None:
+    async def ban(self, video_id: str, user: str, ttl_s: float) -> float | None:
         async with translated():
-            if until <= time.time():
+            if ttl_s <= 0:
                 await self._pool.execute("DELETE FROM bans WHERE video_id=$1 AND user_id=$2", video_id, user)
-                return
-            await self._pool.execute(
-                "INSERT INTO bans VALUES ($1, $2, $3) ON CONFLICT (video_id, user_id) DO UPDATE SET until=EXCLUDED.until",
-                video_id, user, until,
-            )
+                return None
+            return float(await self._pool.fetchval(BAN, video_id, user, float(ttl_s)))
 
-    async def post_policy(self, video_id: str, user: str | None, now: float) -> tuple[float | None, int]:
+    async def post_policy(self, video_id: str, user: str | None, _now: float | None = None) -> tuple[float | None, int]:
         async with translated():
-            row = await self._pool.fetchrow(POLICY, video_id, user, now)
+            row = await self._pool.fetchrow(POLICY, video_id, user)
         return row[0], row[1] or 0
 
     async def set_slow_mode(self, video_id: str, seconds: int) -> None:
@@ -87,17 +95,17 @@ class PostgresModeration:
                 "ON CONFLICT (video_id) DO UPDATE SET slow_mode_s=EXCLUDED.slow_mode_s", video_id, seconds,
             )
 
-    async def forget_expired(self, now: float) -> None:
+    async def forget_expired(self) -> None:
         async with translated():
-            await self._pool.execute("DELETE FROM bans WHERE until <= $1", now)
-            await self._pool.execute("DELETE FROM last_posts WHERE at < $1", now - MAX_SLOW_MODE_S)
+            await self._pool.execute(f"DELETE FROM bans WHERE until <= {DB_NOW}")
+            await self._pool.execute(f"DELETE FROM last_posts WHERE at < {DB_NOW} - $1", float(MAX_SLOW_MODE_S))
 
-    async def claim_slot(self, video_id: str, poster: str, now: float, interval: int, key: str | None = None) -> float:
+    async def claim_slot(self, video_id: str, poster: str, interval: int, key: str | None = None) -> float:
         async with translated():
-            if await self._pool.fetchval(CLAIM, video_id, poster, now, float(interval), key) is not None:
+            if await self._pool.fetchval(CLAIM, video_id, poster, float(interval), key) is not None:
                 return 0.0
-            at = await self._pool.fetchval("SELECT at FROM last_posts WHERE video_id=$1 AND poster=$2", video_id, poster)
-        return max(0.001, float(at) + interval - now)
+            wait = await self._pool.fetchval(WAIT, video_id, poster, float(interval))
+        return max(0.001, float(wait or 0.0))  # None: forgotten meanwhile, retry at once
 
 
 async def _delete(conn: Any, video_id: str, seq: int, by: str, moderator: bool) -> Comment:
@@ -109,10 +117,11 @@ async def _delete(conn: Any, video_id: str, seq: int, by: str, moderator: bool) 
         raise NotYourComment(f"comment {seq} of {video_id} is someone else's")
     if row[2]:
         raise _AlreadyDeleted
-    entry = Comment(video_id, head, "", "", time.time(), by, deletes=seq)
-    await conn.execute(
-        "INSERT INTO comments (video_id, seq, author, text, created_at, user_id, deletes) VALUES ($1, $2, '', '', $3, $4, $5)",
-        video_id, head, entry.created_at, by, seq,
+    created_at = await conn.fetchval(
+        "INSERT INTO comments (video_id, seq, author, text, created_at, user_id, deletes) "
+        f"VALUES ($1, $2, '', '', {DB_NOW}, $3, $4) RETURNING created_at",
+        video_id, head, by, seq,
     )
+    entry = Comment(video_id, head, "", "", float(created_at), by, deletes=seq)
     await conn.execute("UPDATE comments SET deleted=TRUE, text='' WHERE video_id=$1 AND seq=$2", video_id, seq)
     return entry

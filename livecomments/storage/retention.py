@@ -30,7 +30,7 @@ async def run_retention(storage: Retention, *, keep_comments: int, keep_days: fl
                 keep_comments=keep_comments, older_than=older_than, limit=BATCH,
             ) == BATCH:
                 await asyncio.sleep(0)  # let posts and reads in between batches
-            await storage.forget_expired(time.time())
+            await storage.forget_expired()
         except StorageUnavailable as e:
             log.warning("retention skipped: %s", e)
         except Exception:  # a bug here must not end retention for the life of the process

@@ -4,11 +4,29 @@ Why not aiosqlite: it hops to its thread once per statement, and a group commit 
 64 posts is ~130 statements. Here a whole batch is one function run on one
 dedicated writer thread, i.e. one hop and one fsync per batch. Reads use their own
 connection on their own thread, which WAL lets run beside the writer.
+
+Two failures that the connection itself does not report are watched for:
+
+- The file deleted or replaced under the running server. SQLite goes on writing into the
+  unlinked inode, so posts would get 201 into a file nobody opens again, and a restart would
+  start an empty one (seq from 1). The path's (device, inode) is compared with the one opened,
+  before every write batch on the writer thread and at every readiness probe: one stat(2), a
+  microsecond against the batch's fsync, and the only place that refuses a post before it is
+  acknowledged (a check per health tick alone would let every post between two ticks into the
+  lost file). A batch already committing when the file goes is the one that can still land there.
+- A full disk. The write lock can still be taken, so the usual probe would say ready while
+  every post fails: after a write failed for lack of space, readiness is a real write of a
+  post's largest size (committed, then removed) until one succeeds.
+
+Decisions that compare times (slow mode, bans, housekeeping) use this machine's clock, read
+here, not a caller's: one machine, one clock (see docs/api.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import random
 import secrets
 import sqlite3
@@ -20,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from livecomments.model import Comment, NewComment
 from livecomments.storage.base import MAX_PENDING_POSTS, OnCommit, Storage, body_hash, key_outcome
-from livecomments.storage.errors import StorageUnavailable
+from livecomments.storage.errors import StorageFull, StorageLost, StorageUnavailable
 from livecomments.storage.group_commit import GroupCommit, Outcome, Post
 from livecomments.storage.log import COLUMNS, LIVE, PREFIXED, row_entry
 from livecomments.storage.sqlite_moderation import LOG_COLUMNS, MODERATION_SCHEMA, SqliteModeration
@@ -64,9 +82,12 @@ WITH cut AS (
 SELECT c.video_id, c.seq FROM cut CROSS JOIN comments c ON c.video_id = cut.video_id AND c.seq < cut.cutoff
 LIMIT ?
 """
+log = logging.getLogger(__name__)
+
 LOCK_WAIT_S = 10.0
 PROBE_WAIT_S = 1.0
 MAX_VARIABLES = 500  # ids per IN (...) query, under SQLite's variable limit
+SPACE_PROBE_BYTES = 8 * 1024  # a post's largest text and author, UTF-8
 T = TypeVar("T")
 
 
@@ -137,6 +158,25 @@ def _probe(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
 
 
+def _space_probe(conn: sqlite3.Connection) -> None:
+    """After a write failed for want of space: could a post of the largest size be committed now?
+    Writes one, commits (the WAL must grow as a post's would), and removes it in a second commit.
+    Runs only while the storage is known full, so it costs the write path nothing."""
+    with immediate(conn):
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('space_probe', ?)", ("x" * SPACE_PROBE_BYTES,))
+    with immediate(conn):
+        conn.execute("DELETE FROM meta WHERE name='space_probe'")
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) at `path`, None when nothing is there."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class SqliteStorage(SqliteModeration):
     def __init__(self, path: str, group_commit: bool, max_pending: int) -> None:
         self._path = path
@@ -146,6 +186,10 @@ class SqliteStorage(SqliteModeration):
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self._failing = False  # the last write failed for want of the database
+        self._full = False  # the last write failed for want of space
+        self._opened: tuple[int, int] | None = None  # (device, inode) of the file the writer opened
+        self._lost = ""  # why the file the writer holds is no longer the one at the path
+        self.not_ready_reason = ""
         self.cursor_secret = b""
 
     @classmethod
@@ -165,7 +209,25 @@ class SqliteStorage(SqliteModeration):
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self._path)
         self.cursor_secret = _migrate(conn)
+        self._opened = _identity(self._path)  # after the migration: the file exists now (not for ":memory:")
         return conn
+
+    def _check_file(self) -> None:
+        """Refuse to write into a file that is no longer the one at the path (deleted, replaced)."""
+        if self._lost:
+            raise StorageLost(self._lost)
+        if self._opened is None or (now := _identity(self._path)) == self._opened:
+            return
+        how = "deleted" if now is None else "replaced by another file"
+        self._lost = (f"the SQLite file {self._path} was {how} while the server ran: posts are refused "
+                      "(they would go into the lost file); restore the file and restart")
+        raise StorageLost(self._lost)
+
+    def _say_lost(self) -> None:
+        """On the loop: not ready from now on, said in one log line."""
+        if self.not_ready_reason != self._lost:
+            log.error("%s", self._lost)
+            self.not_ready_reason = self._lost
 
     async def add(self, new: NewComment, idempotency_key: str | None = None) -> Comment:
         return await self._group.add(new, idempotency_key)
@@ -177,12 +239,31 @@ class SqliteStorage(SqliteModeration):
         """Run `fn` on the writer thread; a database that cannot be written is StorageUnavailable."""
         assert self._wconn is not None
         conn = self._wconn
+
+        def checked(conn: sqlite3.Connection) -> T:
+            self._check_file()
+            return fn(conn)
+
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._writer, fn, conn)
+            result = await asyncio.get_running_loop().run_in_executor(self._writer, checked, conn)
+        except StorageLost:
+            self._say_lost()
+            raise
         except sqlite3.OperationalError as e:  # locked past LOCK_WAIT_S, disk full, I/O error
             self._failing = True
-            raise StorageUnavailable(f"SQLite cannot write: {e}") from e
-        self._failing = False
+            if e.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                if not self._full:
+                    log.error("SQLite %s is full (%s): posts are refused and /readyz is 503 until a write succeeds",
+                              self._path, e)
+                self._full = True
+                self.not_ready_reason = f"SQLite {self._path} is full: the last write failed for lack of space"
+                raise StorageFull(f"SQLite cannot write: {e}") from e
+            self.not_ready_reason = f"SQLite cannot write: {e}"
+            raise StorageUnavailable(self.not_ready_reason) from e
+        if self._full:
+            log.warning("SQLite %s has room again: writes succeed", self._path)
+        self._failing = self._full = False
+        self.not_ready_reason = ""
         return result
 
     async def _commit_batch(self, batch: list[Post]) -> list[Outcome]:
@@ -241,10 +322,15 @@ class SqliteStorage(SqliteModeration):
         return deleted
 
     async def healthy(self) -> bool:
+        try:
+            self._check_file()  # one stat, on the loop: no need to queue behind the commits
+        except StorageLost:
+            self._say_lost()
+            return False
         if not self._failing:
             return True
-        try:  # can the write lock be taken again?
-            await self._write(_probe)
+        try:  # full: can a post's worth be written again? otherwise: can the write lock be taken again?
+            await self._write(_space_probe if self._full else _probe)
         except StorageUnavailable:
             return False
         return True

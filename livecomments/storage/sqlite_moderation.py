@@ -2,6 +2,9 @@
 
 Writes run on the storage's one writer thread, so a delete entry takes the next seq
 between two group commits, exactly as a comment would. Mixed into SqliteStorage.
+
+Times are this machine's clock, read here (on the writer thread for what is written): every
+process of one SQLite file runs on one machine, so they share it (docs/api.md says so).
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ def _delete(conn: sqlite3.Connection, video_id: str, seq: int, by: str, moderato
     return entry
 
 
-def _claim(conn: sqlite3.Connection, video_id: str, poster: str, now: float, interval: int, key: str | None) -> float:
+def _claim(conn: sqlite3.Connection, video_id: str, poster: str, interval: int, key: str | None) -> float:
+    now = time.time()
     if conn.execute(CLAIM, (video_id, poster, now, key, interval)).rowcount:
         return 0.0
     row = conn.execute("SELECT at FROM last_posts WHERE video_id=? AND poster=?", (video_id, poster)).fetchone()
@@ -95,29 +99,34 @@ class SqliteModeration:
     async def delete(self, video_id: str, seq: int, *, by: str, moderator: bool) -> Comment | None:
         return await self._write(lambda conn: _delete(conn, video_id, seq, by, moderator))
 
-    async def ban(self, video_id: str, user: str, until: float) -> None:
-        args: tuple[Any, ...]
-        if until <= time.time():
-            sql, args = "DELETE FROM bans WHERE video_id=? AND user_id=?", (video_id, user)
-        else:
-            sql = "INSERT INTO bans VALUES (?, ?, ?) ON CONFLICT (video_id, user_id) DO UPDATE SET until=excluded.until"
-            args = (video_id, user, until)
-        await self._write(lambda conn: conn.execute(sql, args))
+    async def ban(self, video_id: str, user: str, ttl_s: float) -> float | None:
+        if ttl_s <= 0:
+            await self._write(lambda conn: conn.execute("DELETE FROM bans WHERE video_id=? AND user_id=?", (video_id, user)))
+            return None
+        sql = "INSERT INTO bans VALUES (?, ?, ?) ON CONFLICT (video_id, user_id) DO UPDATE SET until=excluded.until"
 
-    async def post_policy(self, video_id: str, user: str | None, now: float) -> tuple[float | None, int]:
-        rows = await self._read(POLICY, (video_id, user, now, video_id))
+        def ban(conn: sqlite3.Connection) -> float:
+            until = time.time() + ttl_s
+            conn.execute(sql, (video_id, user, until))
+            return until
+
+        return await self._write(ban)
+
+    async def post_policy(self, video_id: str, user: str | None, _now: float | None = None) -> tuple[float | None, int]:
+        rows = await self._read(POLICY, (video_id, user, time.time(), video_id))
         return rows[0][0], rows[0][1] or 0
 
     async def set_slow_mode(self, video_id: str, seconds: int) -> None:
         sql = "INSERT INTO video_settings VALUES (?, ?) ON CONFLICT (video_id) DO UPDATE SET slow_mode_s=excluded.slow_mode_s"
         await self._write(lambda conn: conn.execute(sql, (video_id, seconds)))
 
-    async def forget_expired(self, now: float) -> None:
+    async def forget_expired(self) -> None:
         def forget(conn: sqlite3.Connection) -> None:
+            now = time.time()
             conn.execute("DELETE FROM bans WHERE until <= ?", (now,))
             conn.execute("DELETE FROM last_posts WHERE at < ?", (now - MAX_SLOW_MODE_S,))
 
         await self._write(forget)
 
-    async def claim_slot(self, video_id: str, poster: str, now: float, interval: int, key: str | None = None) -> float:
-        return await self._write(lambda conn: _claim(conn, video_id, poster, now, interval, key))
+    async def claim_slot(self, video_id: str, poster: str, interval: int, key: str | None = None) -> float:
+        return await self._write(lambda conn: _claim(conn, video_id, poster, interval, key))
