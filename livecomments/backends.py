@@ -41,6 +41,8 @@ BACKENDS = (
     Backend("storage", ("sqlite://",), "sqlite:///PATH", "livecomments.storage.sqlite:SqliteStorage"),
     Backend("storage", ("postgresql://", "postgres://"), "postgresql://…", "livecomments.storage.postgres:PostgresStorage",
             "postgres", "asyncpg"),
+    Backend("storage", ("dynamodb://", "dynamodbs://"), "dynamodb://HOST:PORT/PREFIX",
+            "livecomments.storage.dynamodb:DynamoStorage", "dynamodb", "aiobotocore"),
     Backend("broker", ("memory://",), "memory://", "livecomments.brokers.memory:MemoryBroker"),
     Backend("broker", ("redis://", "rediss://"), "redis://HOST:PORT/DB", "livecomments.brokers.redis:RedisBroker",
             "redis", "redis"),
@@ -50,6 +52,8 @@ BACKENDS = (
     Backend("registry", ("redis://", "rediss://"), "redis://HOST:PORT/DB", "livecomments.registry.redis:RedisRegistry",
             "redis", "redis"),
     Backend("registry", ("etcd://",), "etcd://HOST:PORT", "livecomments.registry.etcd:EtcdRegistry"),
+    Backend("registry", ("zk://",), "zk://HOST:PORT[,HOST:PORT]/CHROOT", "livecomments.registry.zookeeper:ZooKeeperRegistry",
+            "zookeeper", "kazoo"),
 )
 
 

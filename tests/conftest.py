@@ -18,9 +18,11 @@ from tests.sse import close_streams
 pytest_plugins = [
     "tests.fixtures.processes",
     "tests.fixtures.postgres",
+    "tests.fixtures.dynamodb",
     "tests.fixtures.nginx",
     "tests.fixtures.redis_cluster",
     "tests.fixtures.etcd",
+    "tests.fixtures.zookeeper",
     "tests.fixtures.stack",
     "tests.fixtures.browser",
 ]
@@ -52,11 +54,14 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
         await server.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "dynamodb"])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each test that takes it runs on a fresh SQLite file and on a fresh PostgreSQL database."""
+    """Each test that takes it runs on a fresh SQLite file, a fresh PostgreSQL database and
+    fresh DynamoDB tables (its own table prefix on a moto server)."""
     if request.param == "postgres":
         return str(request.getfixturevalue("postgres_server").database())
+    if request.param == "dynamodb":
+        return str(request.getfixturevalue("dynamodb_server").url())
     return f"sqlite:///{tmp_path}/shared.db"
 
 

@@ -1,5 +1,5 @@
 """The dispatcher across real processes: a writer pushing to the realtime servers the registry
-(a real redis-server or etcd) lists for a video, and only to those."""
+(a real redis-server, etcd or ZooKeeper) lists for a video, and only to those."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ PUSHES = "livecomments_dispatch_pushes_total"
 FAILURES = "livecomments_dispatch_push_failures_total"
 
 
-@pytest.fixture(params=["redis", "etcd"])
+@pytest.fixture(params=["redis", "etcd", "zookeeper"])
 def registry_server(request: pytest.FixtureRequest) -> Any:
-    """A real redis-server or etcd: .url, .stop(), .start() (same port, same data)."""
-    return request.getfixturevalue("redis_server" if request.param == "redis" else "etcd_server")
+    """A real redis-server, etcd or ZooKeeper: .url, .stop(), .start() (same port, same data)."""
+    return request.getfixturevalue(f"{request.param}_server")
 
 
 @pytest.fixture

@@ -102,8 +102,17 @@ async def test_commit_latency_and_batch_size_on_metrics(start_server, session):
 
 
 @contextlib.asynccontextmanager
-async def _commits_held(url: str) -> AsyncIterator[None]:
-    """Another client holds what a commit of video "v" needs, until the block ends."""
+async def _commits_held(url: str, request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Another client holds what a commit of video "v" needs, until the block ends (DynamoDB has no
+    lock another client could hold: its endpoint is frozen instead, so the commit in flight waits)."""
+    if url.startswith("dynamodb"):
+        server = request.getfixturevalue("dynamodb_server")
+        server.halt()
+        try:
+            yield
+        finally:
+            server.resume()
+        return
     if url.startswith("sqlite"):
         blocker = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
@@ -122,11 +131,11 @@ async def _commits_held(url: str) -> AsyncIterator[None]:
         await conn.close()
 
 
-async def test_the_queue_bound_refuses_at_once_on_every_storage(storage_url):
+async def test_the_queue_bound_refuses_at_once_on_every_storage(storage_url, request):
     store = await open_storage(storage_url, max_pending=3)
     try:
         await store.add(NewComment("v", "a", "first"))  # the head row exists
-        async with _commits_held(storage_url):
+        async with _commits_held(storage_url, request):
             tasks = [asyncio.create_task(store.add(NewComment("v", "a", f"c{i}"))) for i in range(10)]
             async with asyncio.timeout(10):
                 while sum(t.done() for t in tasks) < 7:

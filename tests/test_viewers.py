@@ -1,5 +1,5 @@
 """Viewer counts: `event: viewers` and GET /v1/videos/{id}, summed over every realtime process,
-on every strategy, with real Redis / etcd and real processes."""
+on every strategy, with real Redis / etcd / ZooKeeper and real processes."""
 
 from __future__ import annotations
 
@@ -96,7 +96,8 @@ async def test_an_unchanged_count_is_not_sent_again(start_server, session, watch
 # -- several realtime processes -------------------------------------------------------
 
 
-SYSTEMS = ["broadcast", "partitioned-8", "partitioned-0", "dispatcher-redis", "dispatcher-etcd"]
+SYSTEMS = ["broadcast", "partitioned-8", "partitioned-0", "dispatcher-redis", "dispatcher-etcd",
+           "dispatcher-zookeeper"]
 
 
 @pytest.fixture(params=SYSTEMS)
@@ -107,7 +108,7 @@ def system(request: pytest.FixtureRequest, spawn: Any, tmp_path: Path) -> Any:
     common = ["--strategy", strategy, "--storage", f"sqlite:///{tmp_path}/lc.db", "--viewers-interval", INTERVAL,
               "--unwatch-linger", "0.3"]
     if strategy == "dispatcher":
-        server = request.getfixturevalue("redis_server" if variant == "redis" else "etcd_server")
+        server = request.getfixturevalue(f"{variant}_server")
         common += ["--registry", server.url, "--cluster-secret", SECRET, "--registry-ttl", "2"]
     else:
         server = request.getfixturevalue("redis_server")
@@ -162,9 +163,9 @@ async def test_a_killed_servers_viewers_drop_out_of_the_count(system, session, w
 # -- the registries' counts -----------------------------------------------------------
 
 
-@pytest.fixture(params=["redis", "etcd"])
+@pytest.fixture(params=["redis", "etcd", "zookeeper"])
 def registry_url(request: pytest.FixtureRequest) -> str:
-    server = request.getfixturevalue("redis_server" if request.param == "redis" else "etcd_server")
+    server = request.getfixturevalue(f"{request.param}_server")
     return str(server.url)
 
 

@@ -1,0 +1,120 @@
+"""Idempotency keys on DynamoDB: the first comment wins, across writers, without a transaction.
+
+A post with a key first claims it: PutItem of PREFIX_keys (video_id, idem_key) with its body
+hash and the post's random `tok`, conditional on the key being new. Only the claimant numbers
+a comment for the key (its entry carries the key), then points the key at the seq (conditional
+on still holding the claim). Another post with that key finds the claim: pointed, it gets the
+first comment (base.key_outcome); still pending, it waits for the claimant, at most LEASE_S.
+A claim still pending after that is a dead writer's: the waiter first looks for an entry the
+dead writer stored under the key (it died before pointing the key) and adopts it, else takes
+the claim over. A claimant that finds its claim taken over after storing (it stalled past the
+lease) erases its entry (a deleted one keeps seq contiguous) and answers 503: the post it
+retries gets the first comment, so a key never shows two comments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+
+from livecomments.model import NewComment
+from livecomments.storage.base import body_hash, key_outcome
+from livecomments.storage.dynamodb_client import Item, conflict, get_i, n, query_all, s
+from livecomments.storage.dynamodb_log import DynamoLog, entry
+from livecomments.storage.group_commit import Outcome
+
+LEASE_S = 10.0  # how long a pending claim is waited for before its writer is taken for dead
+POLL_S = 0.02
+ORPHAN_SCAN = 1000  # newest entries searched for a dead claimant's comment
+
+
+class DynamoKeys(DynamoLog):
+    async def _claim_key(self, new: NewComment, key: str, tok: str) -> Outcome | None:
+        """None: the key is this post's now (claimed with `tok`); else what the post gets."""
+        ident = {"video_id": s(new.video_id), "idem_key": s(key)}
+        deadline: float | None = None
+        while True:
+            try:
+                await self._call("put_item", TableName=self._t["keys"], ExpressionAttributeNames={"#k": "idem_key"},
+                                 Item={**ident, "body": {"B": body_hash(new)}, "tok": s(tok)},
+                                 ConditionExpression="attribute_not_exists(#k)")
+                return None
+            except ClientError as e:
+                if not conflict(e):
+                    raise
+            got = (await self._call("get_item", TableName=self._t["keys"], Key=ident, ConsistentRead=True)).get("Item")
+            if got is None:
+                continue  # released (its post failed) or pruned since: claim it again
+            if "seq" in got:
+                return await self._outcome(new, got)
+            if got["tok"]["S"] == tok:
+                return None  # our own claim, its first answer lost
+            deadline = deadline or time.monotonic() + LEASE_S
+            if time.monotonic() < deadline:
+                await asyncio.sleep(POLL_S)  # the claimant is storing: its answer is ours
+                continue
+            if await self._take_over(new.video_id, key, got["tok"]["S"], tok):
+                return None
+            deadline = None
+
+    async def _outcome(self, new: NewComment, claim: Item) -> Outcome:
+        got = await self._call("get_item", TableName=self._t["comments"], ConsistentRead=True,
+                               Key={"video_id": claim["video_id"], "seq": claim["seq"]})
+        body = claim["body"]["B"] if "body" in claim else None
+        return key_outcome(new, body, entry(got["Item"]) if "Item" in got else None)
+
+    async def _take_over(self, video_id: str, key: str, dead: str, tok: str) -> bool:
+        """Point a dead claimant's key at the entry it stored, if any (False), else claim it for `tok`."""
+        seen = 0
+        async for item in query_all(
+            self._client, TableName=self._t["comments"], KeyConditionExpression="video_id = :v",
+            ExpressionAttributeValues={":v": s(video_id)}, ScanIndexForward=False, Limit=200, ConsistentRead=True,
+        ):
+            seen += 1
+            if item.get("idem_key") == s(key) and item.get("tok") == s(dead):
+                await self._point_key(video_id, key, get_i(item, "seq"), dead)
+                return False
+            if seen >= ORPHAN_SCAN:
+                break
+        try:
+            await self._call("update_item", TableName=self._t["keys"], Key={"video_id": s(video_id), "idem_key": s(key)},
+                             UpdateExpression="SET #t = :mine", ConditionExpression="#t = :dead AND attribute_not_exists(#q)",
+                             ExpressionAttributeNames={"#t": "tok", "#q": "seq"},
+                             ExpressionAttributeValues={":mine": s(tok), ":dead": s(dead)})
+        except ClientError as e:
+            if not conflict(e):
+                raise
+            return False  # someone else moved first: look again
+        return True
+
+    async def _point_key(self, video_id: str, key: str, seq: int, tok: str) -> bool:
+        """Point the key at `seq` while `tok` still holds it; False: the claim was taken over."""
+        try:
+            await self._call("update_item", TableName=self._t["keys"], Key={"video_id": s(video_id), "idem_key": s(key)},
+                             UpdateExpression="SET #q = :s", ConditionExpression="#t = :t",
+                             ExpressionAttributeNames={"#q": "seq", "#t": "tok"},
+                             ExpressionAttributeValues={":s": n(seq), ":t": s(tok)})
+        except ClientError as e:
+            if not conflict(e):
+                raise
+            return False
+        return True
+
+    async def _release_key(self, video_id: str, key: str, tok: str) -> None:
+        """Free a claim whose post was not stored (best effort: a retry takes it over after the lease)."""
+        try:
+            await self._call("delete_item", TableName=self._t["keys"], Key={"video_id": s(video_id), "idem_key": s(key)},
+                             ConditionExpression="#t = :t AND attribute_not_exists(#q)",
+                             ExpressionAttributeNames={"#q": "seq", "#t": "tok"}, ExpressionAttributeValues={":t": s(tok)})
+        except Exception:  # noqa: BLE001 - unreachable endpoint, or the claim moved on: nothing to free
+            pass
+
+    async def _erase(self, video_id: str, seq: int) -> None:
+        """Turn an entry stored for a lost claim into a deleted one: it keeps seq, shows nothing."""
+        await self._call("update_item", TableName=self._t["comments"], Key={"video_id": s(video_id), "seq": n(seq)},
+                         UpdateExpression="SET #d = :t, #x = :e REMOVE #k",
+                         ExpressionAttributeNames={"#d": "deleted", "#x": "text", "#k": "idem_key"},
+                         ExpressionAttributeValues={":t": {"BOOL": True}, ":e": s("")})
+
