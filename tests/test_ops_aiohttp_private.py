@@ -20,7 +20,7 @@ PACKAGE = Path(aiohttp_private.__file__).resolve().parents[1]  # livecomments/
 # Unprefixed but undocumented: what we override or call on aiohttp's classes (the docstring's second list).
 UNPREFIXED: dict[type, tuple[str, ...]] = {
     RequestHandler: ("connection_made", "data_received", "connection_lost", "handle_error", "force_close",
-                     "transport"),
+                     "set_parser", "transport"),
     web.Server: ("__call__", "request_handler", "request_factory", "handler_cancellation"),
 }
 
@@ -50,6 +50,7 @@ def test_the_signatures_we_override_or_call_are_aiohttp_s() -> None:
     params = list(inspect.signature(RequestHandler.handle_error).parameters)
     assert params == ["self", "request", "status", "exc", "message"]
     assert list(inspect.signature(RequestHandler.__init__).parameters)[:2] == ["self", "manager"]
+    assert list(inspect.signature(RequestHandler.set_parser).parameters) == ["self", "parser", "data_received_cb"]
 
 
 async def test_messages_hold_message_and_payload_pairs() -> None:

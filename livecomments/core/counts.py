@@ -24,6 +24,7 @@ import math
 import secrets
 
 from livecomments.core import frames as sse
+from livecomments.core import wsframes
 from livecomments.core.video import Video, Videos
 from livecomments.core.viewer import NOT_LIVE, Viewer
 from livecomments.strategies.base import CountsShare, ViewerCountExchange
@@ -103,7 +104,7 @@ class ViewerCounts:
         if video is None or viewer.dropped is not None:
             return
         total = self.total(viewer.video_id)
-        viewer.send(sse.viewers_frame(viewer.video_id, total))
+        viewer.write(_forms(viewer.video_id, total)[viewer.form])
         if len(video.viewers) == 1:
             self._shown[video] = total
 
@@ -152,8 +153,13 @@ class ViewerCounts:
                     self._shown[video] = shown[video]
                 continue
             self._shown[video] = total
-            plain = sse.viewers_frame(video.video_id, total)
-            chunked = sse.chunk(plain)
+            forms = _forms(video.video_id, total)
             for viewer in video.viewers:
                 if viewer.after != NOT_LIVE:  # live; one still joining is greeted with the total as it goes live
-                    viewer.write(chunked if viewer.chunked else plain)
+                    viewer.write(forms[viewer.form])
+
+
+def _forms(video_id: str, total: int) -> tuple[bytes, bytes, bytes]:
+    """The count in every form a viewer takes (core/viewer.py PLAIN, CHUNKED, WEBSOCKET), built once."""
+    plain = sse.viewers_frame(video_id, total)
+    return plain, sse.chunk(plain), wsframes.viewers_message(video_id, total)

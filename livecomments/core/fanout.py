@@ -2,7 +2,9 @@
 
 Called by the sequencer only (core/sequencer.py: comments in seq order, each once), on the
 loop, synchronously: it never awaits, so a slow viewer cannot hold it. Per viewer it does one
-comparison and one transport write; the frames are encoded (joined, chunked) once for all.
+comparison and one transport write; the frames are encoded (joined, chunked) once for all,
+SSE and WebSocket viewers alike: each form is built once per write and a viewer picks its own
+by index (`forms[viewer.form]`, no branch), so a WebSocket viewer costs what an SSE one does.
 
 Batching (`batch_ms`): a video's comments within one window go out as one write per viewer.
 Fixed mode holds every comment up to a window; adaptive mode holds only hot videos, whose
@@ -75,13 +77,17 @@ class Fanout:
         self._write(video.viewers, [frame for frame, _ in pending], [created for _, created in pending])
 
     def _write(self, viewers: set[Viewer], frames: list[Frame], created: Sequence[float]) -> None:
-        """One write per viewer for all the frames, encoded (joined, chunked) once for all."""
-        plain = frames[0][1] if len(frames) == 1 else b"".join(frame[1] for frame in frames)
-        chunked = sse.chunk(plain)
+        """One write per viewer for all the frames, encoded (joined, chunked) once for all: each
+        viewer is written the form its connection takes (viewer.py PLAIN, CHUNKED, WEBSOCKET)."""
+        if len(frames) == 1:
+            plain, ws = frames[0][1], frames[0][2]
+        else:
+            plain, ws = b"".join(frame[1] for frame in frames), b"".join(frame[2] for frame in frames)
+        forms = (plain, sse.chunk(plain), ws)
         first = frames[0][0]
         for viewer in viewers:
             if viewer.after < first:  # the hot path: live, and these frames are new to it
-                viewer.write(chunked if viewer.chunked else plain)
+                viewer.write(forms[viewer.form])
             else:
                 viewer.offer(frames)
         n = len(viewers)

@@ -1,4 +1,6 @@
-"""Heartbeats: `: ping` to every live stream once per interval, spread over the interval.
+"""Heartbeats: `: ping` to every live stream once per interval, spread over the interval
+(a WebSocket viewer gets a ping frame: proxies see traffic, and its pong tells aiohttp's
+own heartbeat, which closes a peer that stops answering, that the peer is alive).
 
 One pass writing to every viewer at once would stall the loop (10k viewers: tens of ms of
 writes in one callback, during which no comment goes out). So each interval is cut into
@@ -13,6 +15,7 @@ import math
 from collections.abc import Callable, Iterable
 
 from livecomments.core import frames as sse
+from livecomments.core import wsframes
 from livecomments.core.viewer import NOT_LIVE, Viewer
 
 TICK = 0.25  # seconds between slices
@@ -44,9 +47,9 @@ class Heartbeat:
         if part == 0:
             self._round = list(self._viewers())
         size = math.ceil(len(self._round) / self._slices)
-        chunk = sse.chunk(sse.PING)
+        pings = (sse.PING, sse.chunk(sse.PING), wsframes.PING)  # by viewer.form
         for viewer in self._round[part * size : (part + 1) * size]:
             if viewer.after != NOT_LIVE:  # live (not catching up, not dropped)
-                viewer.write(chunk if viewer.chunked else sse.PING)
+                viewer.write(pings[viewer.form])
         self._tick += 1
         self._timer = asyncio.get_running_loop().call_later(self._delay, self._beat)

@@ -26,6 +26,8 @@ Undocumented, unprefixed members relied on the same way:
 - subclassing `RequestHandler` (exported by aiohttp.web, documented nowhere) and overriding
   its asyncio protocol methods `connection_made`, `data_received`, `connection_lost`, and
   `handle_error(request, status, exc, message)`; `force_close()` to end a connection now;
+  `set_parser(parser, data_received_cb)`, which WebSocketResponse calls on upgrade (the edge
+  stops applying the header timeout to a WebSocket's messages);
 - `web.Server.__call__` (aiohttp's protocol factory), `request_handler`, `request_factory`,
   `handler_cancellation`;
 - `RequestHandler.transport` set to None, then `connection_lost(None)`: the hand-off below.

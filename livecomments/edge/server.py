@@ -6,9 +6,10 @@ parsed request, and nothing while a body trickles in. `EdgeRunner` is an AppRunn
 protocol (`EdgeRequestHandler`, a RequestHandler subclass: aiohttp has no hook for this;
 every aiohttp internal it touches is in aiohttp_private.py) adds, per connection:
 
-- a cap on connections per process and per client address, counted while aiohttp holds
-  them: a live stream leaves the count once stream.py hands it to its Viewer (the
-  per-stream caps are admission.py's). The per-process cap is fitted at start, with the
+- a cap on connections per process and per client address (an IPv6 client counted as its
+  network of `ipv6_prefix` bits, as rate limits and the stream cap count it), counted while
+  aiohttp holds them: a live stream leaves the count once stream.py hands it to its Viewer
+  (the per-stream caps are admission.py's). The per-process cap is fitted at start, with the
   stream cap, to the open files limit (admission.fitted_caps: the descriptors left once
   storage, the broker and the listeners have theirs), so accept() does not fail first.
   At the cap a new connection takes the place of the connection idle longest (kept alive
@@ -34,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -42,8 +44,9 @@ from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine, InvalidHeader,
 from aiohttp.streams import StreamReader
 from aiohttp.web_request import BaseRequest
 
+from livecomments.addresses import DEFAULT_IPV6_PREFIX
 from livecomments.config import Config
-from livecomments.edge.admission import AddressCounts, capped_address, fitted_caps
+from livecomments.edge.admission import AddressCounts, cap_key, fitted_caps
 from livecomments.edge.aiohttp_private import Protocol, ProtocolServer, RawHandler, ServerRunner
 from livecomments.edge.errors import error_response
 from livecomments.strategies.signing import PATH, push_body_limit
@@ -76,6 +79,7 @@ class Edge:
     max_connections: int  # 0 = no cap
     max_per_address: int  # 0 = no cap
     max_refusing: int = 64  # refused connections lingering at once; past it they are closed at once
+    ipv6_prefix: int = DEFAULT_IPV6_PREFIX  # an IPv6 client is counted per network of this many bits
     counts: AddressCounts = field(init=False)
     refusing: int = field(init=False, default=0)
     # Counted connections with no request under way, the one idle longest first.
@@ -91,7 +95,7 @@ class Edge:
             header_timeout=config.header_timeout, body_timeout=config.body_timeout,
             body_limit=config.body_limit, push_limit=push_body_limit(config.max_text, config.max_author),
             max_connections=caps.connections, max_per_address=config.max_connections_per_address,
-            max_refusing=caps.refusing,
+            max_refusing=caps.refusing, ipv6_prefix=config.ipv6_prefix,
         )
 
     def admit(self, address: str | None) -> bool:
@@ -112,21 +116,22 @@ class Edge:
 class EdgeRequestHandler(Protocol):
     """aiohttp's protocol with the caps and timeouts of the module docstring."""
 
-    __slots__ = ("_edge", "_counted", "address", "_deadline", "_body", "_in_flight")
+    __slots__ = ("_edge", "_counted", "address", "_deadline", "_body", "_in_flight", "_upgraded")
 
     def __init__(self, manager: web.Server, edge: Edge, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._edge = edge
         self._counted = False  # while counted in the edge
-        self.address: str | None = None  # what it counts against, None for loopback
+        self.address: str | None = None  # the key it counts against (cap_key), None for loopback
         self._deadline: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None  # a body arriving under the body timeout
         self._in_flight = 0  # requests whose headers arrived and whose handler has not returned
+        self._upgraded = False  # a WebSocket now: its bytes are messages, never a next request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
-        address = capped_address(str(peer[0])) if isinstance(peer, tuple) else None
+        address = cap_key(str(peer[0]), self._edge.ipv6_prefix) if isinstance(peer, tuple) else None
         if not self._edge.admit(address):
             log.debug("refused a connection from %s: connection cap reached", address)
             self._refuse(cast(asyncio.Transport, transport))
@@ -168,8 +173,16 @@ class EdgeRequestHandler(Protocol):
             if self._body.is_eof():
                 self._disarm()
                 self._idle_if_done()  # the rest of a body its handler left unread
-        elif self._deadline is None and data and self._counted:
+        elif self._deadline is None and data and self._counted and not self._upgraded:
             self._arm(self._edge.header_timeout)  # the first bytes of the next request
+
+    def set_parser(self, parser: Any, data_received_cb: Callable[[], None] | None = None) -> None:
+        """aiohttp hands the connection a WebSocket frame parser on upgrade: from now on its bytes
+        (messages, pongs) are not a next request's headers, so no header timeout may cut it. Its
+        liveness is the WebSocket's own ping/pong (edge/ws.py, heartbeat=)."""
+        self._upgraded = True
+        self._disarm()
+        super().set_parser(parser, data_received_cb)
 
     def request_done(self) -> None:
         """A request's handler returned: with nothing else under way, the connection is idle."""

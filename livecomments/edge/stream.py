@@ -12,7 +12,7 @@ from aiohttp.http import HttpVersion11
 
 from livecomments.addresses import address_key
 from livecomments.core import frames as sse
-from livecomments.core.hub import Hub
+from livecomments.core.resume import catch_up
 from livecomments.core.viewer import Viewer
 from livecomments.edge.admission import StreamGate, busy_retry_ms, capped_address, fitted_caps
 from livecomments.edge.aiohttp_private import let_go
@@ -20,7 +20,6 @@ from livecomments.edge.errors import error_response
 from livecomments.edge.keys import CONFIG, HUB, STORAGE
 from livecomments.errors import STORAGE_UNAVAILABLE, ApiError
 from livecomments.model import parse_seq, parse_video_id
-from livecomments.storage.base import Storage
 from livecomments.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -103,7 +102,7 @@ async def _open(request: web.Request, resp: web.StreamResponse, viewer: Viewer, 
     send = _Sender(resp, viewer, config.send_timeout)
     if not await send([sse.retry_frame(config.retry_ms)]):
         return head
-    return await _catch_up(send, request.app[STORAGE], request.app[HUB], viewer, head, since)
+    return await catch_up(send, sse.reset_frame, request.app[STORAGE], request.app[HUB], viewer, head, since)
 
 
 async def stream_head(request: web.Request) -> web.StreamResponse:
@@ -155,35 +154,6 @@ class _Sender:
                     return False
                 piece, size = [], 0
         return True
-
-
-async def _catch_up(send: _Sender, storage: Storage, hub: Hub, viewer: Viewer, head: int, since: int | None) -> int:
-    """Send stored comments after `since`; returns the last seq sent. Live frames held
-    meanwhile by the viewer start at head+1, so the two overlap and never leave a gap."""
-    if since is None:
-        return head
-    if since > head:  # this server's feed lags storage, or the id is from a storage since replaced
-        stored = await storage.last_seq(viewer.video_id)
-        if since > stored:  # never reached: say so, and go on from now
-            await send([sse.reset_frame(stored + 1)])
-            return stored
-    last = since
-    while True:
-        frames = await hub.read_since(viewer.video_id, last, head)
-        if last == since and frames and frames[0][0] > since + 1:
-            if not await send([sse.reset_frame(frames[0][0])]):  # older comments are gone
-                return last
-        if last == since and not frames and since < head:  # retention removed all of since+1..head
-            await send([sse.reset_frame(head + 1)])
-            return head
-        if frames:
-            if not await send([frame[1] for frame in frames]):
-                return last
-            last = frames[-1][0]
-        # Done at a short page, or once the live frames held meanwhile join on.
-        held = viewer.held
-        if len(frames) < hub.backlog_limit or (held and held[0][0] <= last + 1):
-            return last
 
 
 def _set_user_timeout(sock: socket.socket | None) -> None:
