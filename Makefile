@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # binary:debian-package pairs the test suite starts for itself
-SYSTEM_DEPS := redis-server:redis-server redis-cli:redis-tools nginx:nginx etcd:etcd-server haproxy:haproxy chromium:chromium
+SYSTEM_DEPS := redis-server:redis-server redis-cli:redis-tools nginx:nginx etcd:etcd-server zooinspector:zookeeper haproxy:haproxy chromium:chromium
 
 .PHONY: serve test system-deps bench lint clean chaos screenshots
 
@@ -17,8 +17,14 @@ $(VENV)/.test: $(VENV)/.run
 	$(PY) -m pip install -q -e '.[all,test,bench]'
 	touch $@
 
+# The demo URL first (host and port as the server will read them: the file, then LIVECOMMENTS_*);
+# a config the server refuses prints nothing here and its one-line error below.
 serve: $(VENV)/.run
-	$(VENV)/bin/livecomments serve --config config/livecomments.toml
+	@$(PY) -c 'import sys; from livecomments.config import load; c = load(sys.argv[1]); \
+	  h = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(c.host, c.host); h = f"[{h}]" if ":" in h else h; \
+	  print(f"livecomments demo: http://{h}:{c.port}/ (Ctrl-C stops it)" if c.port else "livecomments demo: on the port below")' \
+	  config/livecomments.toml 2>/dev/null || true
+	@$(VENV)/bin/livecomments serve --config config/livecomments.toml
 
 system-deps:
 	@missing=""; for pair in $(SYSTEM_DEPS); do \

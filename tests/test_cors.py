@@ -43,7 +43,7 @@ async def test_an_allowed_origins_preflight(start_server: StartServer, session: 
 async def test_another_origin_gets_no_allow_origin(start_server: StartServer, session: aiohttp.ClientSession) -> None:
     base = await start_server(cors_origins=(ALLOWED,))
     async with session.options(f"{base}/v1/videos/v1/comments", headers=preflight(OTHER)) as r:
-        assert r.status == 405
+        assert r.status == 204  # answered, without Access-Control-*: the browser refuses (test_adopt_cors.py)
         assert "Access-Control-Allow-Origin" not in r.headers
     async with session.get(f"{base}/v1/videos/v1/comments", headers={"Origin": OTHER}) as r:
         assert r.status == 200
@@ -95,7 +95,7 @@ def test_origins_are_a_list_in_the_file_and_comma_separated_elsewhere(tmp_path: 
     env = {"LIVECOMMENTS_CORS_ORIGINS": f"{ALLOWED}, http://localhost:3000,"}
     assert load(None, environ=env).cors_origins == (ALLOWED, "http://localhost:3000")
     assert load(None, environ={}, flags={"cors_origins": ALLOWED}).cors_origins == (ALLOWED,)
-    with pytest.raises(ConfigError, match="not a valid tuple"):
+    with pytest.raises(ConfigError, match="is not a list of origins"):
         file.write_text("cors_origins = 3\n")
         load(str(file), environ={})
     with pytest.raises(ConfigError, match="is not an origin"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from livecomments.addresses import parse_networks
 from livecomments.backends import open_storage, open_strategy
 from livecomments.config import Config, mask_url
 from livecomments.core.hub import Hub
-from livecomments.edge import cors, internal, videos, writer
+from livecomments.edge import cors, internal, videos, writer, ws
 from livecomments.edge import demo as demo_routes
 from livecomments.edge import stream as realtime
 from livecomments.edge.access import observe_middleware, served_by
@@ -33,6 +34,8 @@ from livecomments.storage.retention import run_retention
 from livecomments.tokens import Authenticator, load_verifier
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 10.0  # past shutdown_timeout, for the components to close (each bounds its own) before we give up
 
 
 class StartError(RuntimeError):
@@ -61,6 +64,7 @@ def create_app(config: Config) -> web.Application:
     if config.serves_realtime:
         app.on_shutdown.append(close_streams)
         realtime.add_routes(app)
+        ws.add_routes(app)
         if config.strategy == "dispatcher" and not config.internal_port:
             internal.add_routes(app, app)
     if config.serves_writer:
@@ -165,8 +169,10 @@ async def readyz(request: web.Request) -> web.Response:
         expose = request.app[CONFIG].expose_errors
         body = not_ready_body(link_down_code(strategy.name), strategy.not_ready_reason, expose=expose)
         return web.json_response(body, status=503)
-    if request.app[CONFIG].serves_writer and not await request.app[STORAGE].healthy():  # posts cannot be stored
-        body = not_ready_body(STORAGE_UNAVAILABLE, "storage cannot store comments", expose=request.app[CONFIG].expose_errors)
+    storage = request.app[STORAGE]
+    if request.app[CONFIG].serves_writer and not await storage.healthy():  # posts cannot be stored
+        detail = storage.not_ready_reason or "storage cannot store comments"
+        body = not_ready_body(STORAGE_UNAVAILABLE, detail, expose=request.app[CONFIG].expose_errors)
         return web.json_response(body, status=503)
     limiter = request.app.get(RATE_LIMITER)
     if limiter is not None and await limiter.refusing():  # fail-closed limits, store down: every post gets 503
@@ -253,9 +259,25 @@ async def serve(config: Config, worker: Worker | None = None) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        _exit_if_stuck(config.shutdown_timeout + SHUTDOWN_GRACE)
         if internal_runner is not None:
             await internal_runner.cleanup()
         await runner.cleanup()
+
+
+def _exit_if_stuck(limit: float) -> None:
+    """The backstop of a stop: exit anyway, with one line, if it has not ended `limit` s from now.
+
+    Each component bounds its own close, but one task anywhere that drops its cancellation (Python
+    3.11's asyncio.wait_for can, CPython gh-86296) would hold the cleanup, and asyncio.run's last
+    wait for every task, for ever: a process asked to stop that never does. Left armed when serve()
+    returns, for that last wait too; a timer on the loop, so it fires whatever the tasks do."""
+
+    def give_up() -> None:
+        log.error("shutdown did not finish within %g s; exiting with the rest undone", limit)
+        os._exit(1)
+
+    asyncio.get_running_loop().call_later(limit, give_up)
 
 
 def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:

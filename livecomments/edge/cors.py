@@ -2,7 +2,8 @@
 
 Tokens travel in Authorization, never in cookies, so credentials are not allowed and an
 allowed origin is echoed back (or `*` when any origin is). An origin not listed gets no
-Access-Control-* header at all: the browser then keeps the answer from the page.
+Access-Control-* header at all, its preflight included (a 204 with none, not a 405): the browser
+then keeps the answer from the page.
 """
 
 from __future__ import annotations
@@ -51,16 +52,20 @@ def _add_vary(response: web.StreamResponse) -> None:
 
 @web.middleware
 async def preflight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """An allowed origin's preflight gets 204 here, before routing's 405 and without a token."""
+    """Every preflight gets 204 here, before routing's 405 and without a token: an allowed origin's
+    with the Access-Control-* headers, any other origin's with none (and Vary: Origin, added on
+    the way out), so its browser refuses the request itself, as with any CORS server. An OPTIONS
+    without Access-Control-Request-Method is no preflight and goes on to routing."""
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         allowed = request.app[CORS_POLICY].allow_origin(request.headers.get("Origin"))
-        if allowed is not None:
-            return web.Response(status=204, headers={
-                "Access-Control-Allow-Origin": allowed,
-                "Access-Control-Allow-Methods": ALLOW_METHODS,
-                "Access-Control-Allow-Headers": ALLOW_HEADERS,
-                "Access-Control-Max-Age": MAX_AGE,
-            })
+        if allowed is None:
+            return web.Response(status=204)
+        return web.Response(status=204, headers={
+            "Access-Control-Allow-Origin": allowed,
+            "Access-Control-Allow-Methods": ALLOW_METHODS,
+            "Access-Control-Allow-Headers": ALLOW_HEADERS,
+            "Access-Control-Max-Age": MAX_AGE,
+        })
     return await handler(request)
 
 

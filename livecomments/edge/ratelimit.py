@@ -2,7 +2,11 @@
 canonical key: one bucket for every text form of an IPv4 address, and for an IPv6 client's
 whole network of `ipv6_prefix` bits; see livecomments/addresses.py).
 
-A bucket holds up to `burst` tokens and refills at `rate` per second; a post takes one.
+A bucket holds up to `burst` tokens and refills at `rate` per second; a post takes one once it is
+validated (writer.py): one refused as malformed (400, 413, 415, 422) takes none. Such a post costs
+the server the reading and parsing of a bounded body and nothing else (no storage, no fan-out),
+which the connection caps and timeouts already bound; counting it would let a client's broken
+retries use up the burst its real comments need.
 In-process by default; shared by every writer through Redis when a Redis URL is configured,
 with one Lua script per check (one round trip, atomic, on Redis's clock so the writers'
 clocks do not matter). A key idle long enough to be full again is the same as no key: the
@@ -215,7 +219,7 @@ async def rate_limit_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def limit_post(request: web.Request) -> None:
-    """Take a post's token: the user's, or the client address's when anonymous. Raises RateLimited."""
+    """Take a well-formed post's token: the user's, or the client address's when anonymous. Raises RateLimited."""
     limiter = request.app.get(RATE_LIMITER)
     if limiter is None:
         return

@@ -13,7 +13,7 @@ from livecomments.edge.auth import USER
 from livecomments.edge.keys import CONFIG, METRICS, STORAGE, STRATEGY
 from livecomments.edge.ratelimit import limit_post
 from livecomments.errors import ApiError, dumps
-from livecomments.model import parse_new_comment, parse_video_id
+from livecomments.model import Comment, parse_new_comment, parse_video_id
 from livecomments.storage.base import CommentLog
 
 MAX_KEY = 128
@@ -29,30 +29,46 @@ def scoped_key(poster: str, key: str) -> str:
 
 
 async def post_comment(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
     video_id = parse_video_id(request.match_info["video_id"])
-    await limit_post(request)  # after identity_middleware authenticated it, before the body is read
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the comment as application/json")
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= MAX_KEY and key.isascii() and key.isprintable()):
-        raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_KEY} printable ASCII characters")
+    key = check_idempotency_key(request.headers.get("Idempotency-Key"), "Idempotency-Key")
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "body is not valid JSON") from None
+    comment = await accept_post(request, video_id, body, key)
+    return web.json_response(comment.to_dict(), status=201, dumps=dumps)
+
+
+def check_idempotency_key(key: str | None, name: str) -> str | None:
+    """A post's Idempotency-Key (the header, or a WebSocket post's id), or ApiError."""
+    if key is not None and not (0 < len(key) <= MAX_KEY and key.isascii() and key.isprintable()):
+        raise ApiError(400, "invalid_idempotency_key", f"{name} must be 1-{MAX_KEY} printable ASCII characters")
+    return key
+
+
+async def accept_post(request: web.Request, video_id: str, body: object, key: str | None) -> Comment:
+    """A parsed post: validation, identity, rate limit, bans and slow mode, stored under the
+    poster's Idempotency-Key, published. The POST handler and a WebSocket post (edge/ws.py:
+    its upgrade request, with the socket's identity in request[USER]) share it. Raises
+    ApiError or StorageError, and then nothing was stored."""
+    config = request.app[CONFIG]
     user = request.get(USER)
     if user is not None and isinstance(body, dict):  # the token names the author, never the body
         body["author"] = user.author
     new = parse_new_comment(video_id, body, max_text=config.max_text, max_author=config.max_author)
     if user is not None:
         new = replace(new, user=user.sub)  # kept for moderation (own deletes); never in the public JSON
+    # Only a well-formed post takes a token (identity_middleware authenticated it already): a
+    # malformed one (400/413/415/422) cost validation only, and leaves the poster's burst whole.
+    await limit_post(request)
     await moderation.check_post(request, video_id, key)
     log: CommentLog = request.app[STORAGE]
     comment = await log.add(new, None if key is None else scoped_key(moderation.poster(request), key))
     request.app[METRICS].stored.inc()
     await request.app[STRATEGY].publish(comment)  # queued, never waits: realtime repairs what is lost
-    return web.json_response(comment.to_dict(), status=201, dumps=dumps)
+    return comment
 
 
 async def get_comments(request: web.Request) -> web.Response:
@@ -70,8 +86,12 @@ async def get_comments(request: web.Request) -> web.Response:
     # offset= is here to show why cursors win: it re-reads and skips `offset` rows,
     # and rows inserted between pages shift it (duplicates on the next page).
     offset = _int_param(query, "offset", 0, 0, 10**9)
-    comments = await log.page(video_id, before=before, after=after, limit=limit, offset=offset)
-    nxt = cursor.encode(secret, video_id, comments[-1].seq) if len(comments) == limit else None
+    # One row more than the page, in the same query: it says whether a next page exists, so the
+    # last page has no cursor (never a cursor to an empty page).
+    comments = await log.page(video_id, before=before, after=after, limit=limit + 1, offset=offset)
+    more = len(comments) > limit
+    comments = comments[:limit]
+    nxt = cursor.encode(secret, video_id, comments[-1].seq) if more else None
     body = {"comments": [c.to_dict() for c in comments], "next": nxt}
     return web.json_response(body, dumps=dumps)
 
