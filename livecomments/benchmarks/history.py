@@ -16,7 +16,8 @@ from typing import Any
 
 from livecomments.benchmarks import report
 from livecomments.benchmarks.common import percentiles
-from livecomments.storage.sqlite import SCHEMA, SqliteStorage
+from livecomments.storage.sqlite import SqliteStorage
+from livecomments.storage.sqlite_file import SCHEMA
 
 VIDEO = "history"
 PAGE = 50

@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import random
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -41,33 +38,10 @@ from livecomments.storage.base import MAX_PENDING_POSTS, OnCommit, Storage, body
 from livecomments.storage.errors import StorageFull, StorageLost, StorageUnavailable
 from livecomments.storage.group_commit import GroupCommit, Outcome, Post
 from livecomments.storage.log import COLUMNS, LIVE, PREFIXED, row_entry
-from livecomments.storage.sqlite_moderation import LOG_COLUMNS, MODERATION_SCHEMA, SqliteModeration
+from livecomments.storage.sqlite_file import connect, identity, migrate, probe, space_probe
+from livecomments.storage.sqlite_moderation import SqliteModeration
 from livecomments.storage.sqlite_tx import immediate
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS comments (
-    video_id   TEXT    NOT NULL,
-    seq        INTEGER NOT NULL,
-    author     TEXT    NOT NULL,
-    text       TEXT    NOT NULL,
-    created_at REAL    NOT NULL,
-    PRIMARY KEY (video_id, seq)          -- cursor pages and resumes are O(log n) seeks
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS comments_created_at ON comments (created_at);  -- retention by age
-CREATE TABLE IF NOT EXISTS idempotency (
-    video_id TEXT    NOT NULL,
-    key      TEXT    NOT NULL,
-    seq      INTEGER NOT NULL,
-    PRIMARY KEY (video_id, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS idempotency_seq ON idempotency (video_id, seq);  -- retention drops keys too
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-""" + MODERATION_SCHEMA
-# A video's head outlives its comments (retention), so seq never restarts at 1.
-HEADS = """
-CREATE TABLE heads (video_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
-INSERT INTO heads SELECT video_id, MAX(seq) FROM comments GROUP BY video_id;
-"""
 # Retention by count: the entries before a video's Nth newest shown comment (N = the 1st parameter + 1).
 # Only a video with an entry at or below head - N can have any (the Nth shown is at most head - N + 1),
 # so the others cost one index seek, not a walk down N rows.
@@ -84,56 +58,10 @@ LIMIT ?
 """
 log = logging.getLogger(__name__)
 
-LOCK_WAIT_S = 10.0
-PROBE_WAIT_S = 1.0
 MAX_VARIABLES = 500  # ids per IN (...) query, under SQLite's variable limit
-SPACE_PROBE_BYTES = 8 * 1024  # a post's largest text and author, UTF-8
 T = TypeVar("T")
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None, check_same_thread=False)
-    _switch_to_wal(conn)
-    conn.execute("PRAGMA synchronous=FULL")  # an acknowledged comment survives power loss
-    conn.execute("PRAGMA secure_delete=ON")  # a deleted comment's text is zeroed in the file, not left in free space
-    return conn
-
-
-def _switch_to_wal(conn: sqlite3.Connection) -> None:
-    # Processes of one cluster open a new file together. Switching it to WAL needs an exclusive lock,
-    # and where waiting could deadlock SQLite answers "database is locked" at once without calling its
-    # busy handler, so the switch is retried here (it is a no-op once the file is in WAL).
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(random.uniform(0.005, 0.05))
-
-
-def _migrate(conn: sqlite3.Connection) -> bytes:
-    """Create or upgrade the schema (in one write transaction, as other processes may race us);
-    returns the database's cursor secret."""
-    with immediate(conn):
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE name='heads'").fetchone() is None:
-            for statement in HEADS.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        if "body" not in {r[1] for r in conn.execute("PRAGMA table_info(idempotency)")}:
-            conn.execute("ALTER TABLE idempotency ADD COLUMN body BLOB")  # NULL: kept before bodies were
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(comments)")}
-        for column, declaration in LOG_COLUMNS.items():
-            if column not in columns:  # a database made before moderation: its rows are plain comments
-                conn.execute(f"ALTER TABLE comments ADD COLUMN {column} {declaration}")
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('cursor_secret', ?)", (secrets.token_hex(32),))
-        secret = conn.execute("SELECT value FROM meta WHERE name='cursor_secret'").fetchone()[0]
-    return bytes.fromhex(secret)
 
 
 def _claimed(conn: sqlite3.Connection, new: NewComment, key: str) -> Outcome | None:
@@ -146,35 +74,6 @@ def _claimed(conn: sqlite3.Connection, new: NewComment, key: str) -> Outcome | N
     if row is None:
         return None
     return key_outcome(new, row[0], None if row[1] is None else row_entry(row[1:]))
-
-
-def _probe(conn: sqlite3.Connection) -> None:
-    """Take and drop the write lock, waiting briefly: a readiness check must answer fast."""
-    conn.execute(f"PRAGMA busy_timeout={int(PROBE_WAIT_S * 1000)}")
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-    finally:
-        conn.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
-
-
-def _space_probe(conn: sqlite3.Connection) -> None:
-    """After a write failed for want of space: could a post of the largest size be committed now?
-    Writes one, commits (the WAL must grow as a post's would), and removes it in a second commit.
-    Runs only while the storage is known full, so it costs the write path nothing."""
-    with immediate(conn):
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('space_probe', ?)", ("x" * SPACE_PROBE_BYTES,))
-    with immediate(conn):
-        conn.execute("DELETE FROM meta WHERE name='space_probe'")
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    """The (device, inode) at `path`, None when nothing is there."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 class SqliteStorage(SqliteModeration):
@@ -202,21 +101,21 @@ class SqliteStorage(SqliteModeration):
         self = cls(path, group_commit, max_pending)
         loop = asyncio.get_running_loop()
         self._wconn = await loop.run_in_executor(self._writer, self._open_writer)
-        self._rconn = await loop.run_in_executor(self._reader, _connect, path)
+        self._rconn = await loop.run_in_executor(self._reader, connect, path)
         return self
 
     def _open_writer(self) -> sqlite3.Connection:
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self._path)
-        self.cursor_secret = _migrate(conn)
-        self._opened = _identity(self._path)  # after the migration: the file exists now (not for ":memory:")
+        conn = connect(self._path)
+        self.cursor_secret = migrate(conn)
+        self._opened = identity(self._path)  # after the migration: the file exists now (not for ":memory:")
         return conn
 
     def _check_file(self) -> None:
         """Refuse to write into a file that is no longer the one at the path (deleted, replaced)."""
         if self._lost:
             raise StorageLost(self._lost)
-        if self._opened is None or (now := _identity(self._path)) == self._opened:
+        if self._opened is None or (now := identity(self._path)) == self._opened:
             return
         how = "deleted" if now is None else "replaced by another file"
         self._lost = (f"the SQLite file {self._path} was {how} while the server ran: posts are refused "
@@ -330,7 +229,7 @@ class SqliteStorage(SqliteModeration):
         if not self._failing:
             return True
         try:  # full: can a post's worth be written again? otherwise: can the write lock be taken again?
-            await self._write(_space_probe if self._full else _probe)
+            await self._write(space_probe if self._full else probe)
         except StorageUnavailable:
             return False
         return True

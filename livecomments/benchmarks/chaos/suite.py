@@ -16,6 +16,7 @@ from pathlib import Path
 from livecomments.benchmarks.chaos import scenario
 from livecomments.benchmarks.chaos.check import Summary, details, table
 from livecomments.benchmarks.common import raise_nofile
+from livecomments.benchmarks.report import run_line
 from livecomments.ops.services import PostgresServer
 
 LABELS = [s.label for s in scenario.STRATEGIES]
@@ -28,6 +29,8 @@ def report(summaries: list[Summary], settings: scenario.Settings, quick: bool) -
         f"{settings.viewers} simultaneous reconnects")
     return "\n".join([
         f"# Fault suite ({'quick' if quick else 'full'} run, `livecomments bench chaos{' --quick' if quick else ''}`)",
+        "",
+        run_line(quick),
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. One writer and two realtime processes per strategy on "
         f"PostgreSQL; {settings.viewers} viewers over {settings.videos} videos reconnecting with Last-Event-ID, "
