@@ -54,7 +54,26 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
         await server.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres", "dynamodb"])
+STORAGES = ("sqlite", "postgres", "dynamodb")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test module may name the backends its `storage_url` tests run on (`STORAGES = (...)`):
+    the others are deselected at collection. The suite's time goes where a backend's behaviour can
+    differ; what a module re-checks end to end that the contract suite already holds per backend
+    need not run on every one."""
+    def wanted(item: pytest.Item) -> bool:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("storage_url") if callspec is not None else None
+        return backend is None or backend in getattr(item.module, "STORAGES", STORAGES)
+
+    unwanted = [item for item in items if not wanted(item)]
+    if unwanted:
+        config.hook.pytest_deselected(items=unwanted)
+        items[:] = [item for item in items if wanted(item)]
+
+
+@pytest.fixture(params=STORAGES)
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test that takes it runs on a fresh SQLite file, a fresh PostgreSQL database and
     fresh DynamoDB tables (its own table prefix on a moto server)."""

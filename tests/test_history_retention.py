@@ -11,6 +11,9 @@ from livecomments.tokens import mint
 from tests.helpers import history, post
 from tests.sse import open_stream
 
+# End to end on SQLite and PostgreSQL: the DynamoDB retention contract runs in test_storage_dynamodb.py.
+STORAGES = ("sqlite", "postgres")
+
 
 async def _until_kept(session: aiohttp.ClientSession, base: str, video: str, want: list[int]) -> None:
     async with asyncio.timeout(10):  # retention runs every retention_interval in the server

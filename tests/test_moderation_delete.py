@@ -17,6 +17,9 @@ from tests.helpers import history, post
 from tests.sse import Event, SSEReader, open_stream
 from tests.test_moderation import ANA, BOB, MOD, SECRET, call
 
+# End to end on SQLite and PostgreSQL: the DynamoDB delete contract runs in test_storage_dynamodb.py.
+STORAGES = ("sqlite", "postgres")
+
 REPAIR = "0.3"  # --repair-interval for spawned realtime processes: waits below are bounded well above it
 
 
