@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from livecomments.edge.app import create_app
 from tests import conftest
+from tests.fixtures.raw_stream import stalled_stream
 from tests.helpers import metric, post, until_metric
 from tests.sse import open_stream
 from tests.test_stream_caps import _non_loopback_address
@@ -65,30 +66,12 @@ async def test_websockets_past_the_per_address_cap_are_refused(tmp_path: Path):
         await server.close()
 
 
-async def stalled_ws(base: str, video: str, rcvbuf: int = 4096) -> socket.socket:
+async def stalled_ws(base: str, video: str) -> socket.socket:
     """Complete the upgrade over a bare socket with a small receive buffer, read up to the
     greeting (sent once live), then never read again: a client that stopped reading."""
-    host, port = base.removeprefix("http://").split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
     key = base64.b64encode(os.urandom(16)).decode()
-    head = "".join(f"{k}: {v}\r\n" for k, v in {**UPGRADE, "Sec-WebSocket-Key": key}.items())
-    try:
-        async with asyncio.timeout(5):
-            await loop.sock_connect(sock, (host, int(port)))
-            await loop.sock_sendall(sock, f"GET /v1/videos/{video}/ws HTTP/1.1\r\nHost: {host}\r\n{head}\r\n".encode())
-            seen = b""
-            while b'"type":"viewers"' not in seen:
-                data = await loop.sock_recv(sock, 1024)
-                assert data, seen
-                seen += data
-    except BaseException:
-        sock.close()
-        raise
-    assert seen.startswith(b"HTTP/1.1 101"), seen
-    return sock
+    return await stalled_stream(base, f"/v1/videos/{video}/ws", headers={**UPGRADE, "Sec-WebSocket-Key": key},
+                                until=b'"type":"viewers"', status=b"101")
 
 
 async def test_a_websocket_that_stops_reading_is_cut_at_the_bound(start_server, session):
