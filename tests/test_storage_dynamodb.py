@@ -40,18 +40,18 @@ async def storage(request: pytest.FixtureRequest, dynamodb_server: DynamoServer)
         await store.close()
 
 
-# A writer of its own process: batches of 256 posts (group_commit.MAX_BATCH) to one video.
+# A writer of its own process: batches of 256 posts (group_commit.MAX_BATCH) to one video, without
+# end, so it is always mid-batch when it is killed however slow the machine is.
 WRITER = textwrap.dedent("""
-    import asyncio, sys
+    import asyncio, itertools, sys
     from livecomments.backends import open_storage
     from livecomments.model import NewComment
 
     async def main():
         store = await open_storage(sys.argv[1])
-        try:
-            await asyncio.gather(*(store.add(NewComment("v", "doomed", f"d{i}")) for i in range(1000)))
-        finally:
-            await store.close()
+        n = itertools.count()
+        while True:
+            await asyncio.gather(*(store.add(NewComment("v", "doomed", f"d{next(n)}")) for _ in range(256)))
 
     asyncio.run(main())
 """)
@@ -73,7 +73,7 @@ async def test_a_writer_killed_mid_batch_leaves_no_hole_and_no_seq_twice(dynamod
                 acked.append(await survivor.add(NewComment("v", "survivor", f"s{len(acked)}")))
         doomed.kill()
         doomed.wait(timeout=10)
-        assert 0 < await _entries_by(survivor, "doomed") < 1000  # killed halfway through its batches
+        assert await _entries_by(survivor, "doomed") > 0  # it had stored batches before it was killed
         acked += await asyncio.gather(*(survivor.add(NewComment("v", "survivor", f"after{i}")) for i in range(10)))
         restarted = await open_storage(url)
         try:
