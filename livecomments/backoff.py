@@ -8,6 +8,7 @@ half the delay. Framework-free.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 
@@ -20,3 +21,12 @@ def backoff(failures: int, base: float, cap: float) -> float:
     except OverflowError:
         delay = cap
     return delay / 2 + random.uniform(0, delay / 2)
+
+
+def cancelling() -> bool:
+    """Whether the running task is being cancelled. A retry loop around a client library's calls
+    asks this each round: redis-py can swallow a cancellation landing mid-call (or turn it into an
+    error of its own), and a loop that went round again would never stop (a shutdown hung so until
+    SIGKILL)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from livecomments.config import ConfigError, load, options
-from tests.fixtures.processes import free_port
-from tests.helpers import post, status
-from tests.sse import open_stream
+from tests.fixtures.etcd import EtcdProcess
+from tests.fixtures.processes import free_port, serve_args
+from tests.helpers import post, status, until_status
+from tests.sse import close_streams, open_stream
 
 CLI = [sys.executable, "-m", "livecomments"]
 
@@ -192,3 +193,53 @@ def test_serve_subprocess_answers_health_and_identity(spawn):
                      "livecomments_slow_viewers_disconnected_total", "livecomments_dispatch_pushes_total",
                      "livecomments_dispatch_push_failures_total", "livecomments_delivery_latency_seconds_bucket"):
             assert name in metrics, name
+
+
+@pytest.mark.parametrize("registry", ["etcd", "zookeeper", "redis"])
+async def test_a_registry_down_at_start_is_a_degraded_start_that_heals(registry, request, tmp_path, spawn, session):
+    """Issue 22 (12): etcd down at start was `cannot start: Cannot connect to host … ssl:default` and an
+    `Unclosed client session` (a Redis registry: a traceback). Now, as with a Redis broker: the process starts, /readyz names the
+    registry, the stream is served from storage, and the registry coming up heals it."""
+    if registry == "etcd":
+        server = EtcdProcess(tmp_path / "etcd")  # its ports are chosen, nothing listens yet
+        url = server.url
+    else:
+        server = request.getfixturevalue(f"{registry}_server")
+        server.stop()  # the session's ZooKeeper or the test's Redis, back on the same port below
+        url = server.url
+    process = spawn(*serve_args("--registry-ttl", "2", "--log-level", "warning", strategy="dispatcher",
+                                transport=url))
+    async with session.get(f"{process.url}/readyz") as resp:
+        body = await resp.json()
+        assert resp.status == 503 and body["status"] == "not_ready", body  # the detail, in the log below
+    stream = await open_stream(session, process.url, "degraded")  # 200: served from storage, polling
+    await post(session, process.url, "degraded", text="from storage")
+    assert (await stream.next_comment(timeout=10))["text"] == "from storage"
+    await asyncio.to_thread(server.start)
+    await until_status(session, f"{process.url}/readyz", 200, timeout=20)
+    await post(session, process.url, "degraded", text="live again")
+    assert (await stream.next_comment(timeout=10))["text"] == "live again"
+    close_streams(session)
+    assert process.stop() == 0
+    if registry == "etcd":
+        server.stop()
+    log = process.log_path.read_text()
+    assert "Traceback" not in log and "Unclosed" not in log, log
+    assert f"registry {url} unreachable" in log, log
+
+
+BLOCK_REDIS = """
+import sys
+sys.modules["redis"] = None  # as after `pip install .` without [redis]: importing it fails
+from livecomments.cli import main
+main(sys.argv[1:], prog_name="livecomments")
+"""
+
+
+def test_a_missing_broker_driver_is_blamed_on_the_broker(tmp_path):
+    """Issue 22 (13): `serve --broker redis://…` without the redis extra blamed "rate limits on redis://";
+    the first thing that needs the driver is the broker, and the line must say so."""
+    done = subprocess.run([sys.executable, "-c", BLOCK_REDIS, "serve", "--role", "writer", "--strategy", "partitioned",
+                           "--broker", "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=30,
+                          cwd=tmp_path)
+    assert one_line_error(done) == "Error: broker redis:// needs the redis extra: pip install 'livecomments[redis]'"

@@ -47,6 +47,19 @@ async def test_websockets_and_sse_streams_share_the_process_cap(start_server, se
     sse.close()
 
 
+async def test_open_websockets_leave_the_connection_cap_as_live_sse_streams_do(spawn, session):
+    """max_connections bounds requests under way, not live streams: were an open socket still counted,
+    a process would refuse viewers at max_connections (4,096) long before max_streams (10,000).
+    The edge's own connection handling runs in `serve`, hence a real process."""
+    base = spawn("--max-connections", "2", "--max-streams", "10").url
+    sockets = [await open_ws(session, base, "many") for _ in range(4)]
+    assert sockets[-1].greeting["viewers"] == 4
+    async with session.get(f"{base}/v1/videos/many") as r:  # and requests are still answered
+        assert r.status == 200
+    for ws in sockets:
+        await ws.ws.close()
+
+
 async def test_websockets_past_the_per_address_cap_are_refused(tmp_path: Path):
     address = _non_loopback_address()
     if address is None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.handlers.threading import KazooTimeoutError
 
 from livecomments.backends import missing_driver, open_registry
 from livecomments.config import Config
@@ -71,11 +70,19 @@ def test_url_forms() -> None:
     assert config.validate().registry == "zk://127.0.0.1:2181/lc"
 
 
-async def test_no_ensemble_is_refused_at_start() -> None:
-    registry = open_registry(f"zk://127.0.0.1:{free_port()}/lc", "http://x.invalid", 1.0)
-    with pytest.raises(KazooTimeoutError):
+async def test_no_ensemble_at_start_is_a_degraded_start() -> None:
+    """Issue 22 (12): not refused, as a Redis broker is not; test_cli.py's degraded-start test heals one."""
+    url = f"zk://127.0.0.1:{free_port()}/lc"
+    registry = open_registry(url, "http://x.invalid", 1.0)
+    try:
         async with asyncio.timeout(10):
             await registry.start(None, lambda: None)
+        assert not registry.ready and registry.not_ready_reason.startswith(f"registry {url} unreachable")
+        with pytest.raises(ConnectionError):
+            await registry.register("X")  # fails fast: the hub serves the video from storage meanwhile
+    finally:
+        async with asyncio.timeout(10):
+            await registry.close()
 
 
 async def test_a_lost_session_is_opened_anew_and_everything_put_back(zookeeper_server, recorders) -> None:

@@ -23,6 +23,7 @@ import logging
 import math
 import secrets
 
+from livecomments.backoff import cancelling
 from livecomments.core import frames as sse
 from livecomments.core import wsframes
 from livecomments.core.video import Video, Videos
@@ -109,7 +110,7 @@ class ViewerCounts:
             self._shown[video] = total
 
     async def _run(self) -> None:
-        while True:
+        while not cancelling():  # a client library may have swallowed our cancellation (backoff.cancelling)
             await asyncio.sleep(self._interval)
             try:
                 await self._exchange()
@@ -117,6 +118,7 @@ class ViewerCounts:
                 log.warning("sharing viewer counts failed: %s", e)
             self._show()
             self._tick += 1
+        raise asyncio.CancelledError
 
     async def _exchange(self) -> None:
         local = {video.video_id: len(video.viewers) for video in self._videos}

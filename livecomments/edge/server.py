@@ -179,9 +179,12 @@ class EdgeRequestHandler(Protocol):
     def set_parser(self, parser: Any, data_received_cb: Callable[[], None] | None = None) -> None:
         """aiohttp hands the connection a WebSocket frame parser on upgrade: from now on its bytes
         (messages, pongs) are not a next request's headers, so no header timeout may cut it. Its
-        liveness is the WebSocket's own ping/pong (edge/ws.py, heartbeat=)."""
+        liveness is the WebSocket's own ping/pong (edge/ws.py, heartbeat=). It leaves the
+        connection count as a live SSE stream does: the stream caps (edge/admission.py) count it now,
+        and counting it twice would refuse viewers at max_connections, long before max_streams."""
         self._upgraded = True
         self._disarm()
+        self._uncount()
         super().set_parser(parser, data_received_cb)
 
     def request_done(self) -> None:

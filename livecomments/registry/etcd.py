@@ -8,6 +8,9 @@ Keys: lc/v/{video}/{nonce} -> advertised URL, attached to this process' lease. e
 them itself when the lease runs out (a killed server), and a watch on lc/v/ tells writers
 of every put and delete, in order, without polling. Viewer counts: lc/n/{video}/{nonce} ->
 count, on the same lease, written and read in transactions (one per TXN_OPS videos).
+
+etcd down at start is a degraded start (registry/lease.py); register fails meanwhile, so nothing
+is written without a lease.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class EtcdRegistry(LeasedRegistry):
     errors = (aiohttp.ClientError, OSError, TimeoutError, KeyError, ValueError)
 
     def __init__(self, url: str, self_url: str, ttl: float) -> None:
-        super().__init__(max(2, round(ttl)))  # etcd refuses leases shorter than ~1.5 s
+        super().__init__(url, max(2, round(ttl)))  # etcd refuses leases shorter than ~1.5 s
         self._base = "http://" + url.removeprefix("etcd://").rstrip("/")
         self._self_url = self_url
         self._nonce = secrets.token_hex(6)
@@ -57,7 +60,8 @@ class EtcdRegistry(LeasedRegistry):
         self._lease = ""
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        assert self._session is not None
+        if self._session is None:  # a degraded start: no lease, no session yet
+            raise ConnectionError(self._reason or f"registry {self._url} not connected")
         async with asyncio.timeout(max(1.0, self._ttl / 3)):
             async with self._session.post(self._base + path, data=orjson.dumps(body)) as resp:
                 data = await resp.read()
@@ -67,11 +71,12 @@ class EtcdRegistry(LeasedRegistry):
         return result
 
     async def _open(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        session = self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         try:
             await self._grant()
         except BaseException:
-            await self._session.close()
+            self._session = None
+            await session.close()
             raise
 
     async def _grant(self) -> None:
@@ -106,6 +111,8 @@ class EtcdRegistry(LeasedRegistry):
         return f"{PREFIX}{video_id}/{self._nonce}"
 
     async def _put(self, video_id: str) -> None:
+        if not self._lease:  # a key without a lease would outlive us
+            raise ConnectionError(self.not_ready_reason)
         body = {"key": _b64(self._key(video_id)), "value": _b64(self._self_url), "lease": self._lease}
         await self._call("/v3/kv/put", body)
 
@@ -124,6 +131,8 @@ class EtcdRegistry(LeasedRegistry):
         return frozenset(_unb64(kv["value"]) for kv in result.get("kvs", ()))
 
     async def put_counts(self, counts: dict[str, int]) -> None:
+        if not self._lease:
+            raise ConnectionError(self.not_ready_reason)
         ops: list[dict[str, Any]] = [
             {"request_put": {"key": _b64(f"{COUNTS}{v}/{self._nonce}"), "value": _b64(str(n)), "lease": self._lease}}
             if n else {"request_delete_range": {"key": _b64(f"{COUNTS}{v}/{self._nonce}")}}

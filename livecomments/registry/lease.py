@@ -8,6 +8,10 @@ follows the registry's change feed, reconnecting with backoff, and is told `on_c
 after each (re)start, since changes made while it was away are not replayed.
 
 Readiness: the lease is held, the feed (if any) is up, and no restore is under way.
+
+A registry down at start is a degraded start, as a Redis broker's: the process serves (its
+streams from storage), says not ready with the registry's URL and what failed, and takes its
+lease (and follows the feed) once the registry answers, retrying with backoff meanwhile.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from livecomments.backoff import backoff
+from livecomments.backoff import backoff, cancelling
 from livecomments.registry.base import OnChange, OnReset
 
 log = logging.getLogger(__name__)
@@ -30,8 +34,10 @@ class LeasedRegistry:
 
     errors: tuple[type[Exception], ...] = (OSError,)  # a failure of the registry, not a bug; OSError always in
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, url: str, ttl: float) -> None:
+        self._url = url
         self._ttl = ttl
+        self._opened = False  # the lease was taken once: the heartbeat keeps it from then on
         self._videos: set[str] = set()  # what this process registered: put back after a lapse
         self._lease_until = 0.0  # monotonic; the lease is ours until then
         self._feed_up = True
@@ -73,20 +79,45 @@ class LeasedRegistry:
         return self._reason or "registry lease lost"
 
     async def start(self, on_change: OnChange | None, on_reset: OnReset) -> None:
+        try:
+            await self._begin(on_change, on_reset)
+        except self.errors as e:
+            if self._opened:
+                raise  # the feed did not come up in time: as before, refused at start
+            self._reason = f"registry {self._url} unreachable: {e or type(e).__name__}"
+            log.warning("%s; streams are served from storage until it answers", self._reason)
+            self._tasks.append(asyncio.create_task(self._begin_later(on_change, on_reset)))
+
+    async def _begin(self, on_change: OnChange | None, on_reset: OnReset, *, wait_feed: bool = True) -> None:
         started = time.monotonic()
         await self._open()
+        self._opened = True
         self._lease_until = started + self._ttl
         self._tasks.append(asyncio.create_task(self._keep_alive(on_reset)))
         if on_change is not None:
             self._feed_up = False
             up = asyncio.get_running_loop().create_future()
             self._tasks.append(asyncio.create_task(self._follow(on_change, up)))
-            async with asyncio.timeout(max(2.0, self._ttl)):
-                await up
+            if wait_feed:
+                async with asyncio.timeout(max(2.0, self._ttl)):
+                    await up
+
+    async def _begin_later(self, on_change: OnChange | None, on_reset: OnReset) -> None:
+        failures = 0
+        while not self._opened:
+            await asyncio.sleep(backoff(failures, FEED_BACKOFF_MIN, FEED_BACKOFF_MAX))
+            failures += 1
+            try:
+                await self._begin(on_change, on_reset, wait_feed=False)  # the feed task says when it is up
+            except self.errors as e:
+                if cancelling():
+                    raise asyncio.CancelledError from e
+                self._reason = f"registry {self._url} unreachable: {e or type(e).__name__}"
+        log.warning("registry %s answered: lease taken", self._url)
 
     async def _keep_alive(self, on_reset: OnReset) -> None:
         """The one heartbeat of the process."""
-        while True:
+        while not cancelling():  # a client library may have swallowed our cancellation (backoff.cancelling)
             await asyncio.sleep(self._ttl / 3)
             started = time.monotonic()
             try:
@@ -100,6 +131,8 @@ class LeasedRegistry:
                     on_reset()
                 self._restoring, self._reason = False, ""
             except self.errors as e:
+                if cancelling():
+                    raise asyncio.CancelledError from e
                 self._reason = f"registry heartbeat failed: {e}"
                 log.warning("%s", self._reason)
 
@@ -118,6 +151,8 @@ class LeasedRegistry:
                 await self._feed(on_change, started)
                 raise ConnectionError("the registry ended the change feed")
             except self.errors as e:
+                if cancelling():
+                    raise asyncio.CancelledError from e
                 self._feed_up = False
                 self._reason = f"registry change feed lost: {e}"
                 log.warning("%s", self._reason)

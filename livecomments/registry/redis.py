@@ -119,7 +119,7 @@ class RedisRegistry(LeasedRegistry):
     errors = (RedisError, OSError)
 
     def __init__(self, url: str, self_url: str, ttl: float) -> None:
-        super().__init__(ttl)
+        super().__init__(url, ttl)
         self._redis = aioredis.from_url(url, socket_timeout=max(1.0, ttl / 3), socket_connect_timeout=1.0)
         self._member = f"{secrets.token_hex(6)} {self_url}"
         self._registers = False  # a member only once it registered something

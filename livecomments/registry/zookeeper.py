@@ -67,6 +67,7 @@ class ZooKeeperRegistry:
 
     def __init__(self, url: str, self_url: str, ttl: float) -> None:
         hosts, self._root = parse_url(url)
+        self._url = url
         self._ttl = ttl
         self._self_url = self_url
         self._nonce = secrets.token_hex(6)
@@ -94,11 +95,19 @@ class ZooKeeperRegistry:
     # -- the session -------------------------------------------------------
 
     async def start(self, on_change: OnChange | None, on_reset: OnReset) -> None:
-        """Refused (raises) when no ensemble member answers within max(2, ttl) seconds."""
+        """No ensemble member answering within max(2, ttl) seconds is a degraded start, as a Redis
+        broker's: not ready (the reason names the URL), streams served from storage, and kazoo
+        keeps dialling; the first session is then treated as a restored one (_restore)."""
         self._loop = asyncio.get_running_loop()
         self._on_change, self._on_reset = on_change, on_reset
         self._zk.add_listener(self._listener)
-        await asyncio.to_thread(self._zk.start, max(2.0, self._ttl))  # on timeout kazoo stops itself
+        live = self._zk.start_async()  # unlike start(), it does not give up: kazoo retries for ever
+        if not await asyncio.to_thread(live.wait, max(2.0, self._ttl)):
+            # Before any await: a CONNECTED arriving now is handled on the loop after this, as a restore.
+            self._lost = True
+            self._reason = f"registry {self._url} unreachable: no ZooKeeper answered within {max(2.0, self._ttl):g} s"
+            log.warning("%s; streams are served from storage until it answers", self._reason)
+            return
         self._connected, self._reason = self._zk.state == KazooState.CONNECTED, ""
         for tree in ("v", "n"):
             await self._run(self._zk.ensure_path_async(f"{self._root}/{tree}"))
