@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # binary:debian-package pairs the test suite starts for itself
-SYSTEM_DEPS := redis-server:redis-server redis-cli:redis-tools nginx:nginx etcd:etcd-server zooinspector:zookeeper haproxy:haproxy chromium:chromium
+SYSTEM_DEPS := redis-server:redis-server redis-cli:redis-tools nginx:nginx etcd:etcd-server zooinspector:zookeeper haproxy:haproxy chromium:chromium systemd-analyze:systemd
 
 .PHONY: serve test system-deps bench lint clean chaos screenshots
 

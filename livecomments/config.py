@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # Options that must be > 0, and those that must be >= 0 (with what 0 means, where it means something).
 POSITIVE = ("max_text", "max_author", "page_limit", "viewer_buffer", "backlog_limit", "batch_hot", "header_timeout",
             "body_timeout", "keepalive_timeout", "send_timeout", "max_streams", "ping_interval", "repair_interval",
-            "viewers_interval", "registry_ttl", "max_pending_posts", "retention_interval")
+            "viewers_interval", "registry_ttl", "max_pending_posts", "retention_interval", "auth_jwks_cooldown")
 NON_NEGATIVE = {"partitions": "one channel per video", "max_body": "derived", "max_connections": "no cap",
                 "max_connections_per_address": "no cap", "max_streams_per_address": "no cap", "batch_ms": "immediate",
                 "retention_comments": "keep all", "retention_days": "keep all", "rate_limit_per_s": "no limit",
@@ -110,7 +110,11 @@ class Config:
     retention_interval: float = opt(60.0, "seconds between retention passes (each deletes in small batches)")
     shutdown_timeout: float = opt(5.0, "seconds to finish in-flight requests on SIGTERM")
     auth_jwt_secret: str = opt("", "HS256 key (>= 32 bytes) that signs bearer tokens; empty with no public key: open posting")
-    auth_jwt_public_key: str = opt("", "PEM public key, or a path to one, verifying RS256/ES256/EdDSA bearer tokens")
+    auth_jwt_previous_secret: str = opt("", "the HS256 key before auth_jwt_secret, accepted while its tokens live (rollover)")
+    auth_jwt_public_key: str = opt("", "PEM public key(s), or a path to them, verifying RS256/ES256/EdDSA bearer tokens; "
+                                       "several PEM blocks: each verifies (rollover)")
+    auth_jwks_url: str = opt("", "URL of a JWKS: keys chosen by each token's kid, refreshed when a kid is unknown")
+    auth_jwks_cooldown: float = opt(10.0, "least seconds between JWKS fetches that unknown kids cause (bounds a flood)")
     auth_jwt_audience: str = opt("", "required `aud` of bearer tokens (empty: not checked)")
     auth_jwt_issuer: str = opt("", "required `iss` of bearer tokens (empty: not checked)")
     auth_jwt_leeway: float = opt(30.0, "seconds of clock skew forgiven in bearer tokens' exp, nbf and iat")
@@ -203,9 +207,10 @@ class Config:
         if 0 < self.max_body < self.derived_body_limit:
             raise ConfigError(f"max_body {self.max_body} is below the largest valid comment ({self.derived_body_limit} bytes): "
                               "use 0 to derive it")
-        self._validate_identity()
+        # the storage and broker first: a missing driver is blamed on what the user asked for by name
         _require_driver("storage", self.storage)
         _require_driver(*(("registry", self.registry) if self.strategy == "dispatcher" else ("broker", self.broker)))
+        self._validate_identity()
         return self
 
     def _validate_workers(self) -> None:
@@ -225,15 +230,17 @@ class Config:
     def _validate_identity(self) -> None:
         """Tokens, rate limits, trusted proxies and CORS (see auth.py, ratelimit.py, clientaddr.py, cors.py)."""
         from livecomments.addresses import parse_networks
-        from livecomments.tokens import TokenKeyError, load_verifier
+        from livecomments.tokens import TokenKeyError, load_keys
 
         try:
-            load_verifier(self.auth_jwt_secret, self.auth_jwt_public_key)
+            load_keys(self.auth_jwt_secret, self.auth_jwt_public_key, self.auth_jwt_previous_secret)
         except TokenKeyError as e:
             raise ConfigError(str(e)) from None
-        authenticated = bool(self.auth_jwt_secret or self.auth_jwt_public_key)
+        if self.auth_jwks_url and not self.auth_jwks_url.startswith(("http://", "https://")):
+            raise ConfigError(f"auth_jwks_url {self.auth_jwks_url!r}: use https://HOST/PATH (the login server's JWKS)")
+        authenticated = bool(self.auth_jwt_secret or self.auth_jwt_public_key or self.auth_jwks_url)
         if self.auth_streams and not authenticated:
-            raise ConfigError("auth_streams needs a token key: --auth-jwt-secret or --auth-jwt-public-key")
+            raise ConfigError("auth_streams needs a token key: --auth-jwt-secret, --auth-jwt-public-key or --auth-jwks-url")
         if self.serves_writer and not authenticated and not self.open_posting and not _is_loopback(self.host):
             raise ConfigError(f"anyone could post as anyone on {self.host}: set --auth-jwt-secret or "
                               "--auth-jwt-public-key, or pass --open-posting")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import livecomments
+from livecomments.benchmarks.report import plain_number
 
 PACKAGE = Path(livecomments.__file__).parent
 BLOCK_NUMPY = """
@@ -84,13 +85,12 @@ def test_a_checkout_is_found_from_the_package_and_quick_runs_never_touch_its_res
     assert sorted(p.name for p in results.iterdir()) == ["history.md"]
     assert list(elsewhere.iterdir()) == []
     scratch = repo / "benchmarks" / "scratch"
-    assert "Run: quick" in (scratch / "history.md").read_text()
+    md = (scratch / "history.md").read_text()
+    assert "Run: quick" in md and "`livecomments bench history --quick`" in md and "emulator" in md, md
     rows = json.loads((scratch / "history.json").read_text())["rows"]
-    assert {(r["depth"], r["method"]) for r in rows} == {
-        (10, "cursor"),
-        (10, "offset"),
-        (1000, "cursor"),
-        (1000, "offset"),
+    assert {(r["store"], r["depth"], r["method"]) for r in rows} == {  # DynamoDB on moto: shallower
+        (store, depth, method) for store, depths in (("sqlite", (10, 1000)), ("dynamodb", (10, 500)))
+        for depth in depths for method in ("cursor", "offset")
     }
     assert (scratch / "history.png").stat().st_size > 0
 
@@ -98,9 +98,13 @@ def test_a_checkout_is_found_from_the_package_and_quick_runs_never_touch_its_res
 def test_write_smoke(tmp_path: Path, bench: Bench) -> None:
     ok(bench("write", "--quick", "--out", str(tmp_path / "out")))
     data = json.loads((tmp_path / "out" / "write.json").read_text())
-    assert data["run"] == "quick"
-    assert len(data["results"]) == 4 and all(r["failures"] == 0 and r["stored_per_s"] > 0 for r in data["results"])
+    assert data["run"] == "quick" and data["skipped"] == []
+    assert [r["store"] for r in data["results"]] == ["sqlite"] * 4 + ["dynamodb"] * 2  # quick: group commit on
+    assert all(r["failures"] == 0 and r["stored_per_s"] > 0 for r in data["results"])
+    md = (tmp_path / "out" / "write.md").read_text()
+    assert "`livecomments bench write --quick`" in md and "emulator" in md, md
     assert (tmp_path / "out" / "write.png").exists()
+    assert [plain_number(v) for v in (1713.4, 33.04, 0.1432)] == ["1,713", "33", "0.143"]  # bar labels, not 1.71e+03
 
 
 def test_fanout_without_the_peer_skips_it_with_a_note(tmp_path: Path, bench: Bench) -> None:
@@ -118,6 +122,8 @@ def test_fanout_without_the_peer_skips_it_with_a_note(tmp_path: Path, bench: Ben
         assert step["missing"] == 0 and step["lost_connections"] == 0, step
     md = (tmp_path / "out" / "fanout.md").read_text()
     assert "| livecomments-adaptive | 20 |" in md and "peer skipped" in md
+    png = (tmp_path / "out" / "fanout.png").read_bytes()  # issue 22 (20): one panel column cut legend and note
+    assert int.from_bytes(png[16:20], "big") >= 900  # PNG width in px: at least 10 in at 90 dpi
 
 
 def test_fanout_target_that_does_not_start_is_a_row_not_a_crash(tmp_path: Path, bench: Bench) -> None:
@@ -151,7 +157,9 @@ def test_hotvideo_quick_compares_every_arrangement(tmp_path: Path, bench: Bench)
         assert sum(result["spread"].values()) == 200
     assert sorted(name.rsplit("/", 1)[1] for name in spread["workers-2"]) == ["w1", "w2"]  # X-Served-By names each
     md = (tmp_path / "out" / "hotvideo.md").read_text()
-    assert md.startswith("# Hot video") and "Run: quick" in md and "## Decision" in md
+    assert md.startswith("# Hot video") and "Run: quick" in md
+    # issue 22 (20): a quick run decides nothing, in the report or on the terminal
+    assert "Decision" not in md and "Decision" not in out and "without --quick for the decision" in md
     for target in ran:
         assert f"| {target} | " in md
     assert (tmp_path / "out" / "hotvideo.png").stat().st_size > 0
@@ -171,6 +179,7 @@ def test_auth_cost_quick_prices_every_configuration(tmp_path: Path, bench: Bench
     out = ok(bench("auth-cost", "--quick", "--out", str(tmp_path / "out")))
     md = (tmp_path / "out" / "auth_cost.md").read_text()
     assert "Run: quick" in md and "µs/post" in md and "one HS256 verification" in md, md
+    assert "1 round of 200 posts" in md and "median of 1" not in md, md  # issue 22 (20)
     assert "wrote" in out
 
 
@@ -190,3 +199,32 @@ def test_chaos_refuses_an_unknown_strategy_before_starting_anything(tmp_path: Pa
     proc = bench("chaos", "--quick", "--only", "broadcast,gossip", timeout=60)
     assert proc.returncode == 2 and "unknown ['gossip']" in proc.stderr, proc.stderr
     assert not (tmp_path / "livecomments-bench").exists()
+
+
+def test_transports_quick_measures_every_row_and_loses_nothing(tmp_path: Path, bench: Bench) -> None:
+    proc = bench("transports", "--quick", timeout=150)
+    out = ok(proc)
+    assert "Traceback" not in proc.stderr
+    scratch = tmp_path / "livecomments-bench" / "scratch"  # a quick run never writes to results/
+    doc = json.loads((scratch / "transports.json").read_text())
+    assert doc["run"] == "quick" and doc["command"] == "livecomments bench transports --quick"
+    assert doc["problems"] == [], doc["problems"]
+    assert [(r["target"], r["transport"], r["viewers"]) for r in doc["results"]] == [
+        ("sse", "sse", 200), ("websocket", "ws", 200), ("floor", "sse", 200)]
+    for result in doc["results"]:  # every comment reached every viewer, over either transport
+        assert result["error"] is None, result
+        (step,) = result["steps"]
+        assert step["missing"] == 0 and step["lost_connections"] == 0 and step["post_errors"] == 0, step
+        assert step["deliveries_per_s"] > 0 and step["latency_samples"] > 0, step
+    per_count = ["bytes_per_idle_connection", "cpu_us_per_delivery", "latency_p50_ms", "latency_p99_ms", "loadgen_cpu"]
+    assert [r["key"] for r in doc["table"]] == [*per_count, "post_round_trip_p50_ms", "post_round_trip_p99_ms"]
+    for row in doc["table"]:
+        measured = ("sse", "websocket") if row["key"].startswith("post_") else ("sse", "websocket", "floor")
+        assert all(row[label] is not None for label in measured), row
+    trips = doc["round_trips"]
+    assert trips["posts"] == 50 and trips["errors"] == 0 and trips["lost"] == [], trips
+    md = (scratch / "transports.md").read_text()
+    assert md.startswith("# SSE or WebSocket") and "Run: quick" in md and "Nothing lost" in md, md
+    for row in doc["table"]:
+        assert f"| {row['measure']} | " in md and f"| {row['measure']} | " in out
+    assert (scratch / "transports.png").stat().st_size > 0

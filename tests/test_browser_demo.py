@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 
 import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from livecomments.edge.demo import CSP, DEMO_FILES
+from livecomments.edge.demo import CLIENT_PATH, CSP, DEMO_FILES
 from livecomments.tokens import mint
 from tests.fixtures.browser import shown_seqs
 from tests.fixtures.processes import Spawn
@@ -131,6 +132,7 @@ async def test_demo_routes_redirect_and_carry_a_strict_csp(http: aiohttp.ClientS
         async with http.get(base + path, allow_redirects=False) as response:
             assert (response.status, response.headers["Location"]) == (302, location)
     files = [("/demo/" if name == "index.html" else f"/demo/{name}", content_type) for name, content_type in DEMO_FILES.items()]
+    files.append((CLIENT_PATH, "text/javascript"))  # the client library, with the same strict headers
     for path, content_type in [*files, ("/demo/config.json", "application/json")]:
         async with http.get(base + path) as response:
             assert response.status == 200
@@ -156,8 +158,12 @@ async def test_a_moderator_deletes_and_every_viewer_drops_the_comment(page: Page
         await expect(viewer.locator("#comments .delete").first).to_be_hidden()  # not a moderator
         await open_video(page, base, "mod")
         await page.fill("#token-input", mint(SECRET, "HS256", sub="mia", moderator=True))
-        await page.locator("#comments > li", has_text="spam").hover()
-        await page.locator("#comments > li", has_text="spam").locator(".delete").click()
+        spam = page.locator("#comments > li", has_text="spam")
+        await spam.hover()
+        await spam.locator(".delete").click()  # asks first: a slipped click deletes nothing
+        await expect(spam.locator(".delete")).to_have_text("Really delete?")
+        assert len(await all_comments(http, base, "mod")) == 3
+        await spam.locator(".delete").click()
         for shown in (page, viewer):
             await expect(shown.locator("#comments .text")).to_have_text(["keep me", "keep me too"])
         assert [c["text"] for c in await all_comments(http, base, "mod")] == ["keep me", "keep me too"]
@@ -267,3 +273,63 @@ async def test_a_refused_stream_says_why(page: Page, browser: Browser, serve: Ca
         await expect(page.locator("#conn")).to_have_text("Stream refused: this server holds its maximum of 1 streams")
     finally:
         await first_context.close()
+
+
+async def test_with_the_server_down_the_page_shows_it_and_drops_the_count(page: Page, spawn: Spawn) -> None:
+    server = spawn()
+    await open_video(page, server.url, "down")
+    await expect(page.locator("#viewers")).to_have_text("1 watching")
+    await expect(page.locator("#live-badge")).to_be_visible()
+    server.stop(signal.SIGTERM)
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "reconnecting")
+    await expect(page.locator("#conn")).to_contain_text("Reconnecting")
+    # neither "LIVE" nor a count that nobody is keeping any more
+    await expect(page.locator("#live-badge")).to_be_hidden()
+    await expect(page.locator("#viewers")).to_be_hidden()
+
+
+async def test_a_bad_video_id_is_explained_by_the_input_and_kept(page: Page, serve: Callable[..., str]) -> None:
+    base = serve()
+    failed: list[str] = []
+    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+    await page.goto(f"{base}/demo/?video=bad%20id!")
+    await expect(page.locator("#video-error")).to_have_text("A video id is 1-64 letters, digits, _ or -")
+    await expect(page.locator("#video-input")).to_have_value("bad id!")  # what was asked for, to be corrected
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "idle")  # the pill is about the stream
+    # typed into the form while a video plays: the error by the input, and the video goes on
+    await page.fill("#video-input", "ok")
+    await page.click("#picker button")
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    await expect(page.locator("#video-error")).to_be_hidden()
+    await page.fill("#video-input", "no/slashes")
+    await page.click("#picker button")
+    await expect(page.locator("#video-error")).to_be_visible()
+    await expect(page.locator("#video-input")).to_have_value("no/slashes")
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    # the icon is inline: no request for /favicon.ico, and nothing else failed either
+    assert (await page.get_attribute("link[rel=icon]", "href") or "").startswith("data:image/svg+xml,")
+    assert failed == []
+
+
+async def test_the_page_streams_and_posts_over_a_websocket(page: Page, http: aiohttp.ClientSession,
+                                                          serve: Callable[..., str]) -> None:
+    base = serve()
+    await post(http, base, "wsd", "before", author="early")
+    sockets: list[str] = []
+    posts: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    await page.goto(f"{base}/demo/?video=wsd&transport=ws")
+    await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    await expect(page.locator("#comments .text")).to_have_text(["before"])
+    assert sockets == [base.replace("http", "ws", 1) + "/v1/videos/wsd/ws?since=1"]
+    await post(http, base, "wsd", "over http")
+    await expect(page.locator("#comments .text")).to_have_text(["before", "over http"])
+    await page.fill("#name-input", "Ana")
+    await page.fill("#text-input", "over the socket")
+    await page.click("#send")
+    await expect(page.locator("#comments .text")).to_have_text(["before", "over http", "over the socket"])
+    await expect(page.locator("#text-input")).to_have_value("")
+    assert posts == []  # the post went over the socket, not as a POST
+    stored = await all_comments(http, base, "wsd")
+    assert [(c["author"], c["text"]) for c in stored] == [("early", "before"), ("ana", "over http"), ("Ana", "over the socket")]

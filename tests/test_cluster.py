@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from livecomments.ops import cluster as cluster_module
+from livecomments.ops import cluster_services
 from livecomments.ops.cluster import Cluster, ClusterError, find_binary
 from tests.helpers import post
 from tests.sse import close_streams, open_stream
@@ -70,7 +70,7 @@ async def test_cluster_api_round_robin_reaches_every_server(strategy: str, tmp_p
 
 
 def test_missing_binary_names_the_install_command(monkeypatch, tmp_path: Path):
-    monkeypatch.setattr(cluster_module, "SBIN_PATH", str(tmp_path))
+    monkeypatch.setattr(cluster_services, "SBIN_PATH", str(tmp_path))
     with pytest.raises(ClusterError, match=r"nginx is not installed: sudo apt-get install nginx"):
         find_binary("nginx")
     with pytest.raises(ClusterError, match="apt-get install redis-server"):
@@ -92,14 +92,16 @@ def live_in_group(pgid: int) -> list[int]:
     return pids
 
 
-async def start_cluster_command(tmp_path: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
+async def start_cluster_command(tmp_path: Path, *args: str, workdir: bool = True,
+                                timeout: float = 30) -> tuple[asyncio.subprocess.Process, str]:
+    """`workdir=False`: the launcher makes its own temp dir, under tmp_path (TMPDIR)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "livecomments", "cluster", "--realtime", "2", "--writers", "1",
-        "--workdir", str(tmp_path / "c"), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *(["--workdir", str(tmp_path / "c")] if workdir else []), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     out = ""
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(timeout):
         while "Ctrl-C stops everything." not in out:
             line = await proc.stdout.readline()
             if not line:
@@ -190,6 +192,9 @@ async def test_cluster_prints_the_demo_url_and_passes_partitions_without_a_dashb
     try:
         url = re.search(r"^url (\S+)", out, re.M).group(1)
         assert re.search(rf"^demo {re.escape(url)}/demo/$", out, re.M), out
+        assert re.search(rf"^demo-ws {re.escape(url)}/demo/\?video=\w+&transport=ws$", out, re.M), out
+        assert re.search(r"^rate limits off: .*one address", out, re.M), out  # said, with the why
+        assert f"workdir {tmp_path / 'c'} (kept)" in out  # --workdir given: never removed
         assert "dashboard" not in out
         for pid in re.findall(r"^  (?:w|rt)\d\s+\S+\s+pid (\d+)", out, re.M):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -278,3 +283,70 @@ async def test_a_killed_member_is_reaped_and_replaced_on_its_port(tmp_path: Path
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):
             assert await proc.wait() == 0
+
+
+async def stop_command(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        assert await proc.wait() == 0, (await proc.stderr.read()).decode()
+
+
+async def test_no_balancer_prints_urls_that_work_and_removes_its_temp_workdir(tmp_path: Path, session):
+    """Issue 22 (11, 20): with --lb none the printed demo, stream and load URLs were the writer's (404);
+    the temp workdir stayed in /tmp. Here every printed URL is followed, then the dir must be gone."""
+    proc, out = await start_cluster_command(tmp_path, "--lb", "none", "--strategy", "partitioned",
+                                            "--no-dashboard", workdir=False)
+    try:
+        url = re.search(r"^url (\S+)$", out, re.M).group(1)
+        members = member_lines(out)
+        assert url == members["rt1"][0] and "nginx" not in members, out
+        assert re.search(r"^no balancer: rt1 serves the demo, posts and streams", out, re.M), out
+        workdir = Path(re.search(r"^workdir (\S+) \(removed at exit", out, re.M).group(1))
+        assert workdir.parent == tmp_path and (workdir / "livecomments.db").exists()
+        for line in ("demo", "demo-ws"):
+            page = re.search(rf"^{line} (\S+)$", out, re.M).group(1)
+            async with session.get(page) as resp:
+                assert resp.status == 200 and "text/html" in resp.content_type, (page, resp.status)
+        stream = await open_stream(session, url, "direct")
+        assert stream.resp.headers["X-Served-By"] == "rt1"
+        other = await open_stream(session, members["rt2"][0], "direct")  # the comment reaches rt2 too
+        await post(session, url, "direct", text="no balancer")
+        for s in (stream, other):
+            assert (await s.next_comment())["text"] == "no balancer"
+        close_streams(session)
+        load = re.search(r"^load livecomments load --url (\S+)$", out, re.M).group(1)
+        done = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "livecomments", "load", "--url", load, "--videos", "3", "--viewers", "6",
+            "--rate", "10", "--duration", "1", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(60):
+            said, err = await done.communicate()
+        last = said.decode().strip().splitlines()[-1]
+        assert done.returncode == 0 and last.startswith("done") and "(0 failed)" in last, (said, err)
+        assert int(re.search(r"delivered (\d+)", last).group(1)) > 0, last
+    finally:
+        await stop_command(proc)
+    assert not workdir.exists()
+
+
+async def test_dispatcher_on_its_own_zookeeper(tmp_path: Path, session):
+    """`cluster --registry zk` starts ZooKeeper itself (ops/zk_server.py) and runs the dispatcher on it."""
+    proc, out = await start_cluster_command(tmp_path, "--strategy", "dispatcher", "--registry", "zk",
+                                            "--no-dashboard", timeout=60)
+    try:
+        members = member_lines(out)
+        assert set(members) == {"zookeeper", "w1", "rt1", "rt2", "nginx"}, out  # no redis-server
+        registry = members["zookeeper"][0]
+        assert re.fullmatch(r"zk://127\.0\.0\.1:\d+/lc", registry), registry
+        argv = Path(f"/proc/{members['rt1'][1]}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"--registry") + 1] == registry.encode()
+        lb = members["nginx"][0]
+        streams = [await open_stream(session, lb, f"zk-{i}") for i in range(4)]
+        for i in range(len(streams)):
+            await post(session, lb, f"zk-{i}", text=f"pushed {i}")
+        for i, stream in enumerate(streams):
+            assert (await stream.next_comment())["text"] == f"pushed {i}"  # a push to the holder the registry named
+        close_streams(session)
+    finally:
+        await stop_command(proc)
+    assert not group_exists(members["zookeeper"][1])

@@ -1,21 +1,34 @@
 """The stream contract over every strategy × broker (tests/fixtures/stack.py STACKS): every
 viewer gets every comment once and in order, a resume replays then goes live with no gap or
 duplicate at the seam, a stalled viewer is cut without delaying the others, and a resume older
-than storage is told so in band. Each test uses its own videos: the stack is shared per module."""
+than storage is told so in band. Each test uses its own videos: the stack is shared per module.
+
+The same cases over the WebSocket run on one multiprocess stack per strategy (WS_STACKS): the
+transport is the edge's, the same on every broker. The DynamoDB stack runs the cases where
+storage takes part, not the stalled-viewer floods (fan-out only, and slow to post on moto)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import aiohttp
 
 from tests.fixtures.raw_stream import RawStream, stalled_stream
-from tests.fixtures.stack import MAX_TEXT, Stack, stacks_where
+from tests.fixtures.stack import MAX_TEXT, Stack, StackSpec, stacks_where
 from tests.helpers import metric, post, until_metric
 from tests.sse import Event, SSEReader, open_stream
+from tests.ws import WSReader, open_ws, stalled_ws
 
 SLOW_CUT = "livecomments_slow_viewers_disconnected_total"
+WS_STACKS = ("broadcast-redis", "partitioned-redis", "dispatcher-redis")
+
+
+def on_sqlite(spec: StackSpec) -> bool:
+    return spec.storage == "sqlite"
+
+
+def over_ws(spec: StackSpec) -> bool:
+    return spec.id in WS_STACKS
 
 
 async def next_comment_or_reset(stream: SSEReader) -> Event:
@@ -67,6 +80,7 @@ async def test_resume_replays_then_goes_live_without_gap_or_duplicate(
         await assert_exactly(stream, list(range(11, 71)))
 
 
+@stacks_where(on_sqlite)
 async def test_a_stalled_viewer_is_cut_and_does_not_delay_the_others(
     stack: Stack, session: aiohttp.ClientSession,
 ):
@@ -93,6 +107,7 @@ async def test_a_stalled_viewer_is_cut_and_does_not_delay_the_others(
         slow.close()
 
 
+@stacks_where(on_sqlite)
 async def test_a_stalled_viewer_resuming_far_back_is_cut_during_catch_up(
     stack: Stack, session: aiohttp.ClientSession,
 ):
@@ -116,9 +131,7 @@ async def test_a_resume_older_than_storage_gets_reset_then_the_oldest_kept(
     video = "pruned"
     for i in range(10):
         await post(session, stack.writer_url, video, f"{i}")
-    with sqlite3.connect(stack.storage_path) as conn:  # retention pruned the first five
-        conn.execute("DELETE FROM comments WHERE video_id=? AND seq <= 5", (video,))
-    conn.close()
+    await stack.prune(video, 5)  # retention pruned the first five
     for url in stack.realtime_urls:
         stream = await open_stream(session, url, video, last_event_id=2)
         reset = await next_comment_or_reset(stream)
@@ -191,3 +204,93 @@ async def test_viewers_get_everything_through_a_broker_outage(stack: Stack, sess
         await assert_exactly(stream, list(range(1, 16)), timeout=30)
     for stream in during:
         await assert_exactly(stream, list(range(4, 16)), timeout=30)
+
+
+async def ws_assert_exactly(ws: WSReader, seqs: list[int], timeout: float = 15.0) -> None:
+    assert [c["seq"] for c in await ws.comments(len(seqs), timeout=timeout)] == seqs
+
+
+@stacks_where(over_ws)
+async def test_ws_every_viewer_gets_every_comment_once_in_order(stack: Stack, session: aiohttp.ClientSession):
+    hot, quiet = "ws-all-hot", "ws-all-quiet"
+    viewers = [await open_ws(session, url, hot) for url in stack.realtime_urls for _ in range(2)]
+    quiet_viewer = await open_ws(session, stack.realtime_urls[-1], quiet)
+    for i in range(20):
+        await post(session, stack.writer_url, hot, f"c{i}")
+        if i % 5 == 0:
+            await post(session, stack.writer_url, quiet, f"q{i}")
+    await post(session, stack.writer_url, hot, "end")  # a sentinel: anything extra shows up before it
+    await post(session, stack.writer_url, quiet, "end")
+    for viewer in viewers:
+        await ws_assert_exactly(viewer, list(range(1, 22)))
+    await ws_assert_exactly(quiet_viewer, list(range(1, 6)))
+
+
+@stacks_where(over_ws)
+async def test_ws_resume_replays_then_goes_live_without_gap_or_duplicate(
+    stack: Stack, session: aiohttp.ClientSession,
+):
+    video = "ws-seam"
+    for i in range(30):
+        await post(session, stack.writer_url, video, f"old{i}")
+    started = asyncio.Event()
+
+    async def keep_posting() -> None:
+        for i in range(40):
+            await post(session, stack.writer_url, video, f"new{i}")
+            started.set()
+
+    poster = asyncio.create_task(keep_posting())
+    async with asyncio.timeout(10):
+        await started.wait()  # the resume races posts that are in flight on the writer
+    sockets = [await open_ws(session, url, video, since=10) for url in stack.realtime_urls]
+    await poster
+    for ws in sockets:
+        seen = [m["seq"] for m in ws.opening if m["type"] == "comment"]  # the backlog, before the greeting
+        seen += [m["seq"] for m in await ws.comments(70 - 10 - len(seen), timeout=15)]
+        assert seen == list(range(11, 71))
+
+
+@stacks_where(over_ws)
+async def test_ws_a_stalled_viewer_is_cut_and_does_not_delay_the_others(
+    stack: Stack, session: aiohttp.ClientSession,
+):
+    video, url = "ws-flood", stack.realtime_url
+    cut_before = await metric(session, url, SLOW_CUT)
+    fast = await open_ws(session, url, video)
+    slow = await stalled_ws(url, video)  # never read from again
+    text = "x" * (MAX_TEXT - 10)
+    try:
+        sent = 0
+        async with asyncio.timeout(45):
+            # Loopback kernel buffers absorb a few MB before the server has to hold anything.
+            while await metric(session, url, SLOW_CUT) == cut_before:
+                assert sent < 400, "a stalled WebSocket viewer was never cut"
+                for _ in range(10):
+                    await post(session, stack.writer_url, video, text)
+                sent += 10
+                await ws_assert_exactly(fast, list(range(sent - 9, sent + 1)))  # keeps up meanwhile
+            for _ in range(5):  # after the cut the fan-out goes on for the others
+                await post(session, stack.writer_url, video, "after")
+            await ws_assert_exactly(fast, list(range(sent + 1, sent + 6)))
+        assert await metric(session, url, SLOW_CUT) == cut_before + 1
+    finally:
+        slow.close()
+
+
+@stacks_where(over_ws)
+async def test_ws_a_resume_older_than_storage_gets_reset_then_the_oldest_kept(
+    stack: Stack, session: aiohttp.ClientSession,
+):
+    video = "ws-pruned"
+    for i in range(10):
+        await post(session, stack.writer_url, video, f"{i}")
+    await stack.prune(video, 5)  # retention pruned the first five
+    for url in stack.realtime_urls:
+        ws = await open_ws(session, url, video, since=2)
+        assert ws.opening[0] == {"type": "reset", "oldest_seq": 6}
+        assert [m["seq"] for m in ws.opening[1:] if m["type"] == "comment"] == [6, 7, 8, 9, 10]
+        await ws.ws.close()
+    live = await open_ws(session, stack.realtime_url, video, since=10)
+    await post(session, stack.writer_url, video, "live")
+    await ws_assert_exactly(live, [11])

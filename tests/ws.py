@@ -1,11 +1,19 @@
-"""A small WebSocket reader for tests (aiohttp's client): every read is bounded by a timeout."""
+"""A small WebSocket reader for tests (aiohttp's client): every read is bounded by a timeout;
+and a WebSocket viewer that stalls."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import socket
 from typing import Any
 
 import aiohttp
+
+from tests.fixtures.raw_stream import stalled_stream
+
+UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"}
 
 
 class WSReader:
@@ -68,3 +76,11 @@ async def open_ws(session: aiohttp.ClientSession, base: str, video: str, *, time
                 reader.greeting = body
                 return reader
             opening.append(body)
+
+
+async def stalled_ws(base: str, video: str) -> socket.socket:
+    """Complete the upgrade over a bare socket with a small receive buffer, read up to the
+    greeting (sent once live), then never read again: a client that stopped reading."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return await stalled_stream(base, f"/v1/videos/{video}/ws", headers={**UPGRADE, "Sec-WebSocket-Key": key},
+                                until=b'"type":"viewers"', status=b"101")

@@ -129,8 +129,9 @@ async def run(posts: int, rounds: int, concurrency: int, workdir: Path) -> list[
 
 def report(all_setups: list[Setup], posts: int, rounds: int, concurrency: int) -> str:
     base = statistics.median(all_setups[0].samples)
-    lines = [f"server CPU per post, median of {rounds} rounds x {posts} posts, {concurrency} concurrent:",
-             f"{'configuration':<40} {'µs/post':>9} {'vs open':>9}   rounds"]
+    over = f"median of {rounds} rounds x {posts} posts" if rounds > 1 else f"1 round of {posts} posts"
+    lines = [f"server CPU per post, {over}, {concurrency} concurrent:",
+             f"{'configuration':<40} {'µs/post':>9} {'vs open':>9}   {'rounds' if rounds > 1 else 'round'}"]
     for setup in all_setups:
         median = statistics.median(setup.samples)
         rounds_text = " ".join(f"{s:.0f}" for s in setup.samples)

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
+from livecomments.benchmarks.report import command_line  # orjson only: no bench extra needed
+
 T = TypeVar("T")
 # What the benchmarks import beyond the base install: the bench extra.
 BENCH_MODULES = ("numpy", "matplotlib", "tqdm", "uvloop")
@@ -28,18 +30,14 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-def _out_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    help_text = "report directory [default: benchmarks/results/, or benchmarks/scratch/ with --quick]"
-    return click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help=help_text)(func)
-
-
-def _quick_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--quick", is_flag=True, help="tiny sizes, a smoke run; writes to the scratch folder")(func)
+_out_option = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                           help="report directory [default: benchmarks/results/, or benchmarks/scratch/ with --quick]")
+_quick_option = click.option("--quick", is_flag=True, help="tiny sizes, a smoke run; writes to the scratch folder")
 
 
 @click.group()
 def bench() -> None:
-    """Measure strategies, fan-out, a hot video, writes, history paging, the cost of identity, attacks;
+    """Measure strategies, fan-out, a hot video, SSE vs WebSocket, writes, history paging, the cost of identity, attacks;
     `bench all --quick` is the smoke suite; `bench chaos` is the fault suite."""
     missing = [name for name in BENCH_MODULES if importlib.util.find_spec(name) is None]
     if missing:
@@ -75,6 +73,8 @@ def bench() -> None:
 @click.option("--balance-factor", default=1.25, show_default=True, type=click.FloatRange(min=1.0, min_open=True),
               help="bounded: no server above this × the mean viewers")
 @click.option("--only", multiple=True, help="run only these strategies/labels (repeatable)")
+@click.option("--registry", type=click.Choice(["redis", "zk"]), default="redis", show_default=True,
+              help="the dispatcher's registry: the broker's redis-server, or a ZooKeeper of its own")
 @_quick_option
 @_out_option
 @click.option("--progress/--no-progress", default=None, help="progress bars [default: on a terminal]")
@@ -99,37 +99,41 @@ def strategies(
         raise click.ClickException("some cases failed to start: see the table")
 
 
+STORES = {"all": ("sqlite", "dynamodb"), "sqlite": ("sqlite",), "dynamodb": ("dynamodb",)}  # write and history
+_storage_option = click.option("--storage", "stores", type=click.Choice(list(STORES)), default="all", show_default=True)
+
+
 @bench.command()
 @click.option("--posters", default=64, show_default=True, help="concurrent posting clients")
-@click.option("--posts", default=5000, show_default=True, help="posts per scenario")
+@click.option("--posts", default=5000, show_default=True, help="posts per scenario (DynamoDB: at most 16 posters, 400 posts)")
+@_storage_option
 @_quick_option
 @_out_option
-def write(posters: int, posts: int, quick: bool, out: Path | None) -> None:
-    """Stored comments/s and POST latency: hot video vs 1,000 videos, group commit on vs off."""
+def write(posters: int, posts: int, stores: str, quick: bool, out: Path | None) -> None:
+    """Stored comments/s and POST latency: hot video vs 1,000 videos, group commit on/off; SQLite, DynamoDB (moto)."""
     from livecomments.benchmarks import write as wb
     from livecomments.benchmarks.common import out_dir
 
-    if quick:
-        posters, posts = 8, 200
-    results = _run(wb.run(posters, posts))
-    click.echo(wb.write_report(results, posters, posts, out_dir(quick, out), quick))
+    posters, posts = (8, 200) if quick else (posters, posts)
+    results = _run(wb.run(posters, posts, STORES[stores], quick))
+    click.echo(wb.write_report(results, posts, out_dir(quick, out), quick, command_line("write", quick, stores)))
 
 
 @bench.command()
-@click.option("--comments", default=1_000_000, show_default=True, help="comments in the one video")
-@click.option("--repeats", default=200, show_default=True, help="pages timed per depth and method")
-@click.option("--depth", "depths", multiple=True, type=int, help="default: 10, 1000, 100000")
+@click.option("--comments", default=1_000_000, show_default=True, help="comments in the one SQLite video")
+@click.option("--repeats", default=200, show_default=True, help="SQLite pages timed per depth and method")
+@click.option("--depth", "depths", multiple=True, type=int, help="SQLite depths; default: 10, 1000, 100000")
+@_storage_option
 @_quick_option
 @_out_option
-def history(comments: int, repeats: int, depths: tuple[int, ...], quick: bool, out: Path | None) -> None:
-    """Page time at depth 10 / 1,000 / 100,000: cursor vs offset."""
+def history(comments: int, repeats: int, depths: tuple[int, ...], stores: str, quick: bool, out: Path | None) -> None:
+    """Page time by depth: cursor vs offset, on SQLite (10 / 1,000 / 100,000) and DynamoDB (moto: 10 / 100 / 500)."""
     from livecomments.benchmarks import history as hb
     from livecomments.benchmarks.common import out_dir
 
-    if quick:
-        comments, repeats, depths = 5000, 20, (10, 1000)
-    results = _run(hb.run(comments, repeats, depths or (10, 1000, 100_000)))
-    click.echo(hb.write_report(results, comments, repeats, out_dir(quick, out), quick))
+    comments, repeats, depths = (5000, 20, (10, 1000)) if quick else (comments, repeats, depths)
+    results = _run(hb.run(comments, repeats, depths or (10, 1000, 100_000), STORES[stores], quick))
+    click.echo(hb.write_report(results, out_dir(quick, out), quick, command_line("history", quick, stores)))
 
 
 def _numbers(kind: Callable[[str], T]) -> Callable[[str | None], list[T] | None]:
@@ -206,6 +210,30 @@ def hotvideo(viewers: str, rates: str | None, duration: float, warmup: float, ta
 
 
 @bench.command()
+@click.option("--viewers", default="1000,5000,10000", show_default=True, help="viewer counts, comma-separated")
+@click.option("--rate", default=10.0, show_default=True, help="comments/s at every viewer count")
+@click.option("--duration", default=2.0, show_default=True, help="measured seconds per step")
+@click.option("--warmup", default=0.5, show_default=True, help="seconds at the rate before measuring")
+@click.option("--round-trips", default=1000, show_default=True, help="sequential posts per transport")
+@click.option("--server", type=click.Choice(["livecomments-immediate", "livecomments-batch20", "livecomments-adaptive"]),
+              default="livecomments-immediate", show_default=True, help="the server's batching (fanout's targets)")
+@click.option("--pin/--no-pin", default=True, show_default=True, help="server on core 0, load generator on core 1")
+@_quick_option
+@_out_option
+def transports(viewers: str, quick: bool, out: Path | None, **knobs: Any) -> None:
+    """SSE vs WebSocket viewers of one server, and the bare-uvloop floor: bytes per idle connection, CPU per
+    delivery and latency at a fixed rate, and the post round trip (HTTP POST vs a post over the socket)."""
+    from livecomments.benchmarks.common import out_dir
+    from livecomments.benchmarks.transports import run
+
+    settings = run.Settings(out_dir(quick, out), _numbers(int)(viewers) or [1000], quick=quick,
+                            command=run.command_line(quick), **knobs)
+    if quick:
+        settings.viewers, settings.rate, settings.duration, settings.warmup, settings.round_trips = [200], 20.0, 0.5, 0.2, 50
+    run.run(settings, click.echo)
+
+
+@bench.command()
 @_quick_option
 @_out_option
 def attacks(quick: bool, out: Path | None) -> None:
@@ -239,20 +267,24 @@ def auth_cost(posts: int, rounds: int, concurrency: int, quick: bool, out: Path 
 
 @bench.command()
 @click.option("--only", multiple=True, help="strategies to run (repeatable or comma-separated) [default: all four]")
+@click.option("--storage", type=click.Choice(["postgresql", "dynamodb"]), default="postgresql", show_default=True,
+              help="dynamodb: a local moto server, report chaos-dynamodb.md")
 @_quick_option
 @_out_option
-def chaos(only: tuple[str, ...], quick: bool, out: Path | None) -> None:
-    """The fault suite: per strategy a writer and two realtime processes on PostgreSQL over Redis
-    (etcd for the dispatcher), killed, stopped and frozen under viewers and posters; then every
-    viewer's comments are checked against storage (needs redis-server, etcd and PostgreSQL)."""
+def chaos(only: tuple[str, ...], storage: str, quick: bool, out: Path | None) -> None:
+    """The fault suite: a writer and two realtime processes per strategy on PostgreSQL (or DynamoDB) broken under
+    load; every viewer checked against storage (needs redis-server, etcd, and PostgreSQL or moto)."""
     from livecomments.benchmarks.chaos import suite
     from livecomments.benchmarks.common import out_dir
+    from livecomments.ops.services import ServiceUnavailable
 
     labels = [label for item in only for label in item.split(",") if label] or suite.LABELS
-    unknown = sorted(set(labels) - set(suite.LABELS))
-    if unknown:
+    if unknown := sorted(set(labels) - set(suite.LABELS)):
         raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(suite.LABELS)}", param_hint="--only")
-    _, passed = _run(suite.run(labels, quick, out_dir(quick, out), click.echo))
+    try:
+        _, passed = _run(suite.run(labels, quick, out_dir(quick, out), click.echo, storage))
+    except ServiceUnavailable as e:  # PostgreSQL or moto not installed, or it did not start
+        raise click.ClickException(str(e)) from None
     if not passed:
         raise click.ClickException("the fault suite found faults: see the table")
 
@@ -263,6 +295,6 @@ def chaos(only: tuple[str, ...], quick: bool, out: Path | None) -> None:
 @click.pass_context
 def all_benchmarks(ctx: click.Context, quick: bool, out: Path | None) -> None:
     """Every benchmark in turn (`make bench` runs it with --quick: a few minutes)."""
-    for command in (strategies, fanout, hotvideo, write, history, auth_cost, attacks):
+    for command in (strategies, fanout, hotvideo, transports, write, history, auth_cost, attacks):
         click.echo(f"== livecomments bench {command.name}{' --quick' if quick else ''}", err=True)
         ctx.invoke(command, quick=quick, out=out)  # click fills in the command's other defaults

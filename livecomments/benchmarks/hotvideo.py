@@ -185,7 +185,8 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{s['spread']} | {s['stopped']} |"
             for s in rows
         ]
-    out += ["\n## Decision\n", *(p + "\n" for p in decision(doc)), cpu_table(doc)]
+    heading = "## What this quick run shows" if doc["run"] == "quick" else "## Decision"
+    out += [f"\n{heading}\n", *(p + "\n" for p in decision(doc)), cpu_table(doc)]
     out += ["## Every step\n", *report.steps_table(doc["results"])]
     return "\n".join(out) + "\n"
 
@@ -212,7 +213,9 @@ def cpu_table(doc: dict[str, Any]) -> str:
 
 
 def decision(doc: dict[str, Any]) -> list[str]:
-    """The decision paragraphs, every figure taken from this run's numbers."""
+    """The decision paragraphs, every figure taken from this run's numbers. A quick run says what it
+    measured but decides nothing: its few seconds at a few hundred viewers are noise, not a verdict."""
+    quick = doc["run"] == "quick"
     paragraphs = []
     for viewers in doc["settings"]["viewers"]:
         rows = {s["target"]: s for s in doc["summary"] if s["viewers"] == viewers}
@@ -231,7 +234,9 @@ def decision(doc: dict[str, Any]) -> list[str]:
         spreads = "; ".join(f"{name} {rows[name]['spread']}" for name in several)
         text = (f"With {viewers:,} viewers, {costs}. Most deliveries/s sustained at p99 < 200 ms: {most}. "
                 f"Viewers per process: {spreads}.")
-        if len(got) == 2:
+        if quick:
+            pass
+        elif len(got) == 2:
             text += " " + _verdict(*sorted(got.values(), key=lambda r: r["ratio"]))
         elif len(got) == 1 and len(several) == 2:
             (name,) = got
@@ -245,6 +250,9 @@ def decision(doc: dict[str, Any]) -> list[str]:
         "these figures say what each arrangement costs on one core; what a second server core adds (scaling "
         "past one core) cannot be measured here."
     )
+    if quick:
+        paragraphs.append("A quick run is too short and too small to decide from: run it without --quick "
+                          "for the decision.")
     return paragraphs
 
 

@@ -28,10 +28,27 @@ def run_mode(quick: bool) -> str:
     return "quick" if quick else "full"
 
 
-def run_line(quick: bool) -> str:
-    """The first line under a report's title: figures are only comparable between full runs."""
+def run_line(quick: bool, command: str = "") -> str:
+    """The first line under a report's title: figures are only comparable between full runs, and
+    `command` (when given) is what made them."""
     what = "quick (tiny sizes, a smoke run: not comparable with a full run)" if quick else "full"
-    return f"Run: {what}. Machine: {machine()}."
+    made = f", `{command}`" if command else ""
+    return f"Run: {what}{made}. Machine: {machine()}."
+
+
+def command_line(name: str, quick: bool, storage: str = "", default: str = "all") -> str:
+    """The command a report names: what to type to make it again."""
+    options = (["--quick"] if quick else []) + ([f"--storage {storage}"] if storage and storage != default else [])
+    return " ".join(["livecomments bench", name, *options])
+
+
+def plain_number(value: float) -> str:
+    """A bar's label as people write numbers: 1,713 and 0.143, never 1.71e+03."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:.3g}"
+    return f"{value:.3f}" if abs(value) >= 0.001 or value == 0 else f"{value:.6f}"
 
 
 def table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -63,7 +80,7 @@ def bars(
     )
     for ax, (name, values) in zip(axes[:, 0], panels, strict=True):
         drawn = ax.bar(range(len(labels)), values, color="#4a78b5")
-        ax.bar_label(drawn, [f"{v:,.3g}" for v in values], fontsize=7, padding=1)
+        ax.bar_label(drawn, [plain_number(v) for v in values], fontsize=7, padding=1)
         ax.set_ylabel(name)
         if log:
             ax.set_yscale("log")

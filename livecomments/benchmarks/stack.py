@@ -12,6 +12,7 @@ import aiohttp
 
 from livecomments.benchmarks.common import Process, cpu_seconds, parse_metrics
 from livecomments.benchmarks.workload import BALANCE_FACTOR, POLICIES, Workload
+from livecomments.ops.zk_server import ZooKeeperServer
 
 SECRET = "bench-cluster-secret"
 
@@ -39,6 +40,7 @@ class Settings:
     policies: tuple[str, ...] = POLICIES
     balance_factor: float = BALANCE_FACTOR  # policy bounded
     progress: bool = True
+    registry: str = "redis"  # the dispatcher's: redis (the broker's redis-server) | zk (a ZooKeeper of its own)
 
     def workload(self) -> Workload:
         return Workload(self.videos, self.viewers, self.rate, self.zipf, self.seed)
@@ -73,6 +75,7 @@ class Stack:
         self.procs: dict[str, Process] = {}
         self.writer_url = ""
         self.realtime: list[str] = []  # "host:port" of each realtime server, in order
+        self.zookeeper: ZooKeeperServer | None = None  # the dispatcher's registry with --registry zk
 
     def start(self) -> None:
         case, work = self.case, self.workdir
@@ -99,7 +102,7 @@ class Stack:
         redis = self.procs["redis"] = Process.redis(work)
         common += ["--broker", redis.url]
         if case.strategy == "dispatcher":
-            common += ["--registry", redis.url, "--cluster-secret", SECRET]
+            common += ["--registry", self._registry(redis.url), "--cluster-secret", SECRET]
         self._serve("writer", ["--role", "writer", *common, "--port", "0", "--server-id", "writer"])
         for i in range(self.settings.servers):  # --port 0: a port picked beforehand can be taken meanwhile
             self._serve(f"rt{i}", ["--role", "realtime", *common, "--port", "0", "--server-id", f"rt{i}"])
@@ -108,6 +111,12 @@ class Stack:
                 proc.listening()
         self.realtime = [self.procs[f"rt{i}"].url.removeprefix("http://") for i in range(self.settings.servers)]
         self.writer_url = self.procs["writer"].url
+
+    def _registry(self, redis_url: str) -> str:
+        if self.settings.registry != "zk":
+            return redis_url
+        self.zookeeper = ZooKeeperServer(self.workdir / "zookeeper").start()
+        return self.zookeeper.url()
 
     def _serve(self, name: str, args: list[str]) -> Process:
         proc = self.procs[name] = Process.serve(args, self.workdir / f"{name}.log")
@@ -134,3 +143,5 @@ class Stack:
             proc.stop()
         if "redis" in self.procs:  # last: the others' shutdown may still talk to it
             self.procs["redis"].stop()
+        if self.zookeeper is not None:
+            self.zookeeper.stop()

@@ -205,4 +205,5 @@ def _topology(first: dict[str, Any] | None, settings: Settings) -> str:
     if mode == "embedded":
         return "Mode: embedded (one `--role both` process on the memory broker; no Redis)."
     servers = first["servers"] if first else settings.servers
-    return f"Mode: cluster ({servers} realtime servers, 1 writer, a private redis-server, direct routing)."
+    registry = "; the dispatcher's registry a private ZooKeeper" if settings.registry == "zk" else ""
+    return f"Mode: cluster ({servers} realtime servers, 1 writer, a private redis-server{registry}, direct routing)."

@@ -1,22 +1,20 @@
-// Talking to the API: tokens, error bodies, history pages.
+// What the demo asks of the API beside livecomments.js: the token field, who is a moderator,
+// the video's info (viewer count, head) and a moderator's delete.
 
 import { $, state } from "./page.js";
 
-export function authHeaders() {
-  const token = $("token-input").value.trim();
-  return token ? { Authorization: `Bearer ${token}` } : {};
-}
+export const token = () => $("token-input").value.trim();
 
-export function withAccessToken(url) {
-  // EventSource cannot send headers: the token rides in the query when streams need one.
-  const token = $("token-input").value.trim();
-  if (!state.config.auth_streams || !token) return url;
-  return url + (url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token);
+// Streams carry the token only when the server wants one (auth_streams), or on a WebSocket
+// when posting needs one (the socket's identity is the upgrade's token).
+export const streamToken = () => (state.config.auth_streams || (state.transport === "ws" && state.config.auth) ? token() : "");
+
+function authHeaders() {
+  return token() ? { Authorization: `Bearer ${token()}` } : {};
 }
 
 function tokenClaims() {
-  const token = $("token-input").value.trim();
-  const part = token.split(".")[1];
+  const part = token().split(".")[1];
   if (!part) return null;
   try {
     const binary = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
@@ -31,13 +29,7 @@ export function isModerator() {
   return !!claims && Array.isArray(claims.roles) && claims.roles.includes("moderator");
 }
 
-export function idempotencyKey() {
-  const bytes = new Uint8Array(16);
-  crypto.getRandomValues(bytes); // randomUUID needs a secure context; this works on any address
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-export async function apiError(response) {
+async function apiError(response) {
   // The API answers errors as {"error": {"code", "message"}}; a proxy may answer something else.
   try {
     const body = await response.json();
@@ -48,11 +40,19 @@ export async function apiError(response) {
   return { code: `http_${response.status}`, message: `${response.status} ${response.statusText}` };
 }
 
-export async function loadPage(before) {
-  const params = new URLSearchParams({ limit: String(state.config.page_limit) });
-  if (before) params.set("before", before);
-  const url = `/v1/videos/${state.video}/comments?${params}`;
-  const response = await fetch(withAccessToken(url), { headers: authHeaders() });
-  if (!response.ok) throw await apiError(response);
-  return response.json();
+export async function videoInfo() {
+  try {
+    const url = `/v1/videos/${state.video}` + (state.config.auth_streams && token() ? `?access_token=${encodeURIComponent(token())}` : "");
+    const response = await fetch(url, { headers: authHeaders() });
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+export async function deleteRequest(seq) {
+  const response = await fetch(`/v1/videos/${state.video}/comments/${seq}`, { method: "DELETE", headers: authHeaders() })
+    .catch(() => null);
+  if (response && (response.ok || response.status === 404)) return null;
+  return response ? await apiError(response) : { message: "Could not reach the server." };
 }

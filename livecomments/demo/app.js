@@ -1,9 +1,9 @@
 // The livecomments demo page (/demo/, /demo/?video=ID): picks a video and wires the parts together.
-// Vanilla ES modules, no build step, nothing loaded from another host.
+// Vanilla ES modules, no build step, nothing loaded from another host; the stream, posts and
+// history pages go through the client library, /client/livecomments.js.
 
 import { $, setConn, showHistoryNote, showPostError, state } from "./page.js";
-import { loadPage } from "./api.js";
-import { addComment, isNearBottom, loadEarlier, refreshDeleteButtons, scrollToBottom, updateEmpty, updateNewMarker } from "./comments.js";
+import { addComment, isNearBottom, loadEarlier, loadPage, refreshDeleteButtons, scrollToBottom, updateEmpty, updateNewMarker } from "./comments.js";
 import { closeStream, openStream, pollViewers } from "./stream.js";
 import { autoGrow, postComment, releaseSendButton, revealTokenField, updateSendButton } from "./composer.js";
 
@@ -34,11 +34,22 @@ function showRecent() {
   $("recent").hidden = recent.length === 0;
 }
 
+// Next to the input, not in the connection pill: the video being watched (if any) goes on.
+function showVideoError(text) {
+  const box = $("video-error");
+  box.textContent = text;
+  box.hidden = !text;
+  $("video-input").setAttribute("aria-invalid", text ? "true" : "false");
+}
+
 async function openVideo(videoId) {
   if (!VIDEO_ID.test(videoId)) {
-    setConn("error", "A video id is 1-64 letters, digits, _ or -");
+    $("video-input").value = videoId; // kept as typed, to be corrected
+    showVideoError("A video id is 1-64 letters, digits, _ or -");
+    $("video-input").focus();
     return;
   }
+  showVideoError("");
   state.generation += 1;
   const generation = state.generation;
   closeStream();
@@ -52,10 +63,9 @@ async function openVideo(videoId) {
   updateNewMarker();
   $("video-input").value = videoId;
   $("player-title").textContent = videoId;
-  $("live-badge").hidden = false;
   document.title = `${videoId} · livecomments`;
   const url = new URL(location.href);
-  url.searchParams.set("video", videoId);
+  url.searchParams.set("video", videoId); // ?transport= stays as it was
   history.replaceState(null, "", url);
   rememberVideo(videoId);
   showRecent();
@@ -68,7 +78,7 @@ async function openVideo(videoId) {
   } catch (error) {
     if (generation !== state.generation) return;
     setConn("error", `Could not load comments: ${error.message}`);
-    if (error.code === "unauthorized") revealTokenField();
+    if (error.code === "unauthorized" || error.code === "token_expired") revealTokenField();
     return;
   }
   if (generation !== state.generation) return;
@@ -123,6 +133,8 @@ async function main() {
   $("token-input").addEventListener("change", () => {
     // With auth_streams a video opened without a token was refused: open it again with this one.
     if (state.video && $("conn").dataset.state === "error") openVideo(state.video);
+    // a WebSocket's poster is the upgrade's token: reconnect (from where it was) as the new one
+    else if (state.video && state.transport === "ws") openStream(state.streamSeq);
   });
   $("load-earlier").addEventListener("click", loadEarlier);
   $("new-marker").addEventListener("click", scrollToBottom);
@@ -133,7 +145,9 @@ async function main() {
     }
   });
 
-  const requested = new URLSearchParams(location.search).get("video");
+  const query = new URLSearchParams(location.search);
+  if (query.get("transport") === "ws") state.transport = "ws";
+  const requested = query.get("video");
   if (requested) {
     openVideo(requested);
   } else {

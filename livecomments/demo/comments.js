@@ -1,10 +1,12 @@
 // The comment list: rendering (textContent only: user text is never parsed as HTML), ordering,
-// autoscroll with a "n new" marker, earlier pages, moderators' delete.
+// autoscroll with a "n new" marker, earlier pages, moderators' delete (asked twice: a click is easy to slip).
 
+import { history } from "/client/livecomments.js";
 import { $, showHistoryNote, showPostError, state } from "./page.js";
-import { apiError, authHeaders, isModerator, loadPage } from "./api.js";
+import { deleteRequest, isModerator, token } from "./api.js";
 
 const NEAR_BOTTOM_PX = 48; // closer than this to the bottom counts as "reading the newest"
+const CONFIRM_MS = 4000; // a delete not confirmed within this goes back to "Delete"
 
 function colorFor(name) {
   let h = 2166136261; // FNV-1a: an author keeps one colour on every page and every visit
@@ -109,19 +111,30 @@ export function refreshDeleteButtons() {
   for (const li of state.rendered.values()) li.querySelector(".delete").hidden = !moderator;
 }
 
+// The first click asks ("Really delete?"), the second deletes; left alone it goes back.
 async function deleteComment(seq, button) {
-  button.disabled = true;
-  const response = await fetch(`/v1/videos/${state.video}/comments/${seq}`, {
-    method: "DELETE",
-    headers: authHeaders(),
-  }).catch(() => null);
-  button.disabled = false;
-  if (response && (response.ok || response.status === 404)) {
-    removeComment(seq);
+  if (button.dataset.confirming !== "1") {
+    button.dataset.confirming = "1";
+    button.textContent = "Really delete?";
+    button.timer = setTimeout(() => resetDeleteButton(button), CONFIRM_MS);
     return;
   }
-  const error = response ? await apiError(response) : { message: "Could not reach the server." };
-  showPostError(`Could not delete: ${error.message}`);
+  resetDeleteButton(button);
+  button.disabled = true;
+  const error = await deleteRequest(seq);
+  button.disabled = false;
+  if (error) showPostError(`Could not delete: ${error.message}`);
+  else removeComment(seq);
+}
+
+function resetDeleteButton(button) {
+  clearTimeout(button.timer);
+  delete button.dataset.confirming;
+  button.textContent = "Delete";
+}
+
+export function loadPage(cursor) {
+  return history(state.video, { limit: state.config.page_limit, cursor, getToken: token });
 }
 
 export async function loadEarlier() {

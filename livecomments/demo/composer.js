@@ -1,7 +1,8 @@
 // The post form: send, explain refusals inline (too long, rate limited, slow mode, banned, bad token).
 
+import { post } from "/client/livecomments.js";
 import { $, showPostError, state } from "./page.js";
-import { apiError, authHeaders, idempotencyKey } from "./api.js";
+import { token } from "./api.js";
 import { addComment, scrollToBottom } from "./comments.js";
 
 function describePostError(status, error, retryAfter) {
@@ -15,6 +16,8 @@ function describePostError(status, error, retryAfter) {
       return "You are banned from commenting on this video.";
     case "unauthorized":
       return `Your token was not accepted: ${error.message}`;
+    case "token_expired":
+      return "Your token has expired: paste a fresh one.";
     default:
       return error.message || `Could not post (${status}).`;
   }
@@ -44,35 +47,33 @@ export function updateSendButton() {
   $("send").disabled = !state.video || length === 0 || $("send").dataset.waiting === "1";
 }
 
+// Over HTTP the answer is the stored comment, shown at once (the stream's copy is then ignored);
+// over the WebSocket the ack carries its seq and the comment itself comes on the stream.
+function send(body) {
+  if (state.transport === "ws" && state.sub) return state.sub.post(body);
+  return post(state.video, body, { getToken: token });
+}
+
 export async function postComment(event) {
   event.preventDefault();
   if (!state.video) return;
   const textInput = $("text-input");
   const author = $("name-input").value.trim() || "guest";
   const body = { text: textInput.value, author };
-  const headers = { "Content-Type": "application/json", "Idempotency-Key": idempotencyKey(), ...authHeaders() };
   $("send").disabled = true;
-  let response;
   try {
-    response = await fetch(`/v1/videos/${state.video}/comments`, { method: "POST", headers, body: JSON.stringify(body) });
-  } catch { // only the network fails here: fetch rejects on no answer, not on an error status
-    showPostError("Could not reach the server. Check your connection and try again.");
-    updateSendButton();
-    return;
-  }
-  if (response.ok) {
-    const comment = await response.json();
+    const answer = await send(body);
     if (textInput.value === body.text) textInput.value = ""; // keep what was typed meanwhile
     autoGrow();
     showPostError("");
     localStorage.setItem("livecomments.name", author);
-    addComment(comment); // shown at once; the stream's copy of it is then ignored
+    if (answer.text !== undefined) addComment(answer);
     scrollToBottom();
-  } else {
-    if (response.status === 401) revealTokenField();
-    const retryAfter = Number(response.headers.get("Retry-After")) || 0;
-    showPostError(describePostError(response.status, await apiError(response), retryAfter));
-    if (retryAfter) holdSendButton(retryAfter);
+  } catch (error) {
+    if (error.code === "unauthorized" || error.code === "token_expired") revealTokenField();
+    showPostError(error.code === "network" ? "Could not reach the server. Check your connection and try again."
+      : describePostError(error.status, error, error.retryAfter));
+    if (error.retryAfter) holdSendButton(error.retryAfter);
   }
   updateSendButton();
 }

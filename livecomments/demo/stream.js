@@ -1,40 +1,56 @@
-// The live stream (EventSource): comments, deletes, viewer counts, resets, and the connection state
-// shown to the reader (live / reconnecting / catching up after a resume).
+// The live stream through livecomments.js (SSE, or ?transport=ws a WebSocket): comments,
+// deletes, viewer counts, resets, and the connection state shown to the reader
+// (connecting / catching up after a resume / live / reconnecting / offline).
 
+import { subscribe } from "/client/livecomments.js";
 import { $, setConn, showHistoryNote, state } from "./page.js";
-import { authHeaders, withAccessToken } from "./api.js";
+import { streamToken, videoInfo } from "./api.js";
 import { removeComment, showLive } from "./comments.js";
 
 const CATCH_UP_GRACE_MS = 2000; // a head never reached (retention removed it, the info request failed): go live anyway
 const VIEWERS_POLL_MS = 10000; // until the stream sends `event: viewers` itself
-const MANUAL_RETRY_MS = 2000; // when EventSource gave up (a non-retryable answer), retry ourselves
 
 export function closeStream() {
-  if (state.source) state.source.close();
-  state.source = null;
-  clearTimeout(state.retryTimer);
+  if (state.sub) state.sub.close();
+  state.sub = null;
   clearTimeout(state.catchUpTimer);
 }
 
 export function openStream(resumeFrom) {
   closeStream();
-  // since= only for the first connection: EventSource resumes with Last-Event-ID by itself after that.
-  const url = withAccessToken(`/v1/videos/${state.video}/stream?since=${resumeFrom}`);
-  const source = new EventSource(url);
-  state.source = source;
   const generation = state.generation;
-  const mine = (handler) => (event) => {
-    if (state.source === source && generation === state.generation) handler(event);
+  let sub = null;
+  const mine = (handler) => (arg) => {
+    if (state.sub === sub && generation === state.generation) handler(arg);
   };
-  source.addEventListener("open", mine(onStreamOpen));
-  source.addEventListener("comment", mine(onStreamComment));
-  source.addEventListener("delete", mine(onStreamDelete));
-  source.addEventListener("viewers", mine(onStreamViewers));
-  source.addEventListener("reset", mine(onStreamReset));
-  source.addEventListener("error", mine((event) => onStreamError(event, source)));
+  sub = subscribe(state.video, {
+    comment: mine(onComment),
+    delete: mine((entry) => {
+      removeComment(entry.seq);
+      checkCaughtUp();
+    }),
+    viewers: mine((body) => {
+      state.viewersFromStream = true;
+      showViewers(body.viewers);
+    }),
+    reset: mine((body) => showHistoryNote(`Some comments are no longer kept; the conversation continues from #${body.oldest_seq}.`)),
+    error: mine((error) => setConn("error", `Stream refused: ${error.message}`)),
+    state: mine(onState),
+  }, { since: resumeFrom, getToken: streamToken, transport: state.transport });
+  state.sub = sub;
 }
 
-function onStreamOpen() {
+function onState(kind) {
+  if (kind === "live") {
+    onOpen();
+  } else if (kind === "reconnecting" || kind === "offline") {
+    // after a refusal the reason stays on screen while the server's `retry:` runs out
+    if ($("conn").dataset.state === "error") return;
+    setConn("reconnecting", kind === "offline" ? "Offline: the server cannot be reached. Retrying…" : "Reconnecting…");
+  }
+}
+
+function onOpen() {
   // The server sends what was missed first, then live: "catching up" until we reach the head it had.
   setConn("catching-up", "Catching up…");
   clearTimeout(state.catchUpTimer);
@@ -45,76 +61,28 @@ function onStreamOpen() {
     state.catchUpTarget = info.last_seq;
     checkCaughtUp();
   });
-  state.catchUpTimer = setTimeout(() => markLive(), CATCH_UP_GRACE_MS);
+  state.catchUpTimer = setTimeout(markLive, CATCH_UP_GRACE_MS);
 }
 
 function checkCaughtUp() {
+  state.streamSeq = Math.max(state.streamSeq, state.sub?.lastSeq ?? 0);
   if ($("conn").dataset.state === "catching-up" && state.streamSeq >= state.catchUpTarget) markLive();
 }
 
 function markLive() {
   clearTimeout(state.catchUpTimer);
-  if (state.source && state.source.readyState === EventSource.OPEN) setConn("live", "Live");
+  if (state.sub && state.sub.state === "live" && $("conn").dataset.state === "catching-up") setConn("live", "Live");
 }
 
-function onStreamComment(event) {
-  const comment = JSON.parse(event.data);
-  state.streamSeq = Math.max(state.streamSeq, comment.seq);
+function onComment(comment) {
   showLive(comment);
   checkCaughtUp();
 }
 
-function onStreamDelete(event) {
-  // A delete is an entry of the video's log with a seq of its own (the event id): resume after it.
-  state.streamSeq = Math.max(state.streamSeq, Number(event.lastEventId) || 0);
-  removeComment(JSON.parse(event.data).seq);
-  checkCaughtUp();
-}
-
-function onStreamViewers(event) {
-  state.viewersFromStream = true;
-  clearInterval(state.viewersTimer);
-  showViewers(JSON.parse(event.data).viewers);
-}
-
-function onStreamReset(event) {
-  const oldest = JSON.parse(event.data).oldest_seq;
-  showHistoryNote(`Some comments are no longer kept; the conversation continues from #${oldest}.`);
-}
-
-function onStreamError(event, source) {
-  if (event.data) {
-    // `event: error` from the server: it refused this stream (the browser retries after `retry:`).
-    let message = event.data;
-    try {
-      const body = JSON.parse(event.data);
-      message = (body.error || body).message || message;
-    } catch {
-      // keep the raw text
-    }
-    setConn("error", `Stream refused: ${message}`);
-    return;
-  }
-  if (source.readyState === EventSource.CONNECTING) {
-    // after a refusal the reason stays on screen while the browser retries
-    if ($("conn").dataset.state !== "error") setConn("reconnecting", "Reconnecting…");
-    return;
-  }
-  // CLOSED: EventSource gives up on an answer it will not retry (a proxy's 502, a 401): retry ourselves.
-  setConn("reconnecting", "Reconnecting…");
-  state.retryTimer = setTimeout(() => openStream(state.streamSeq), MANUAL_RETRY_MS);
-}
-
 async function fetchVideo() {
-  try {
-    const response = await fetch(withAccessToken(`/v1/videos/${state.video}`), { headers: authHeaders() });
-    if (!response.ok) return null;
-    const info = await response.json();
-    if (!state.viewersFromStream) showViewers(info.viewers);
-    return info;
-  } catch {
-    return null;
-  }
+  const info = await videoInfo();
+  if (info && !state.viewersFromStream) showViewers(info.viewers);
+  return info;
 }
 
 // GET /v1/videos/{id}'s count now and then, until the stream sends `event: viewers` itself.
@@ -127,6 +95,7 @@ export function pollViewers() {
 
 function showViewers(count) {
   const pill = $("viewers");
-  pill.hidden = typeof count !== "number"; // null: a writer-only process cannot count viewers
+  const connected = ["live", "catching-up"].includes($("conn").dataset.state);
+  pill.hidden = typeof count !== "number" || !connected; // null: a writer-only process cannot count viewers
   if (!pill.hidden) $("viewer-count").textContent = String(count);
 }

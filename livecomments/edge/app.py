@@ -17,11 +17,11 @@ from livecomments.addresses import parse_networks
 from livecomments.backends import open_storage, open_strategy
 from livecomments.config import Config, mask_url
 from livecomments.core.hub import Hub
-from livecomments.edge import cors, internal, videos, writer, ws
+from livecomments.edge import cors, internal, openapi, videos, writer, ws
 from livecomments.edge import demo as demo_routes
 from livecomments.edge import stream as realtime
 from livecomments.edge.access import observe_middleware, served_by
-from livecomments.edge.auth import AUTHENTICATOR, identity_middleware
+from livecomments.edge.auth import identity_middleware, install_authenticator
 from livecomments.edge.clientaddr import TRUSTED_PROXIES
 from livecomments.edge.errors import error_middleware
 from livecomments.edge.keys import CONFIG, HUB, METRICS, METRICS_GATHER, SERVER_ID, STORAGE, STRATEGY
@@ -31,7 +31,6 @@ from livecomments.errors import STORAGE_UNAVAILABLE, link_down_code, not_ready_b
 from livecomments.logs import setup_logging
 from livecomments.metrics import Metrics
 from livecomments.storage.retention import run_retention
-from livecomments.tokens import Authenticator, load_verifier
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,7 @@ def create_app(config: Config) -> web.Application:
         writer.add_routes(app)
         demo_routes.add_routes(app)
     videos.add_routes(app)
+    openapi.add_routes(app)  # GET /v1/openapi.json, every role
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -79,11 +79,7 @@ def create_app(config: Config) -> web.Application:
 
 def _add_identity(app: web.Application, config: Config) -> None:
     """Tokens, rate limits, trusted proxies and CORS (auth.py, ratelimit.py, clientaddr.py, cors.py)."""
-    verifier = load_verifier(config.auth_jwt_secret, config.auth_jwt_public_key)
-    if verifier is not None:
-        app[AUTHENTICATOR] = Authenticator(verifier, audience=config.auth_jwt_audience, issuer=config.auth_jwt_issuer,
-                                           leeway=config.auth_jwt_leeway, max_author=config.max_author)
-    elif config.serves_writer:
+    if not install_authenticator(app, config) and config.serves_writer:
         log.warning("posting is open: no auth_jwt_secret or auth_jwt_public_key, anyone may post as anyone")
     app[TRUSTED_PROXIES] = parse_networks(config.trusted_proxies)
     if config.cors_origins:

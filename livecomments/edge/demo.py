@@ -1,4 +1,5 @@
-"""The demo page: /demo/ from package data (livecomments/demo/), `GET /` → /demo/, /demo/config.json.
+"""The demo page: /demo/ from package data (livecomments/demo/), `GET /` → /demo/, /demo/config.json,
+and the browser client it is built on, /client/livecomments.js (livecomments/client/, docs/client.md).
 
 The files are read once, when the app is built: they are a few KiB and never change while a
 process runs. Every demo answer carries a strict Content-Security-Policy: the page loads
@@ -30,6 +31,8 @@ DEMO_FILES = {
     # ES modules, no build step: app.js imports the others
     **{f"{module}.js": "text/javascript" for module in ("app", "page", "api", "comments", "stream", "composer")},
 }
+CLIENT_FILE = "livecomments.js"
+CLIENT_PATH = "/client/livecomments.js"  # the demo imports it from here, as any page may
 
 
 def _headers(content_type: str) -> dict[str, str]:
@@ -38,7 +41,7 @@ def _headers(content_type: str) -> dict[str, str]:
         "Content-Security-Policy": CSP,
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-cache",  # revalidate: a new version of the page shows at the next load
+            "Cache-Control": "no-cache",  # revalidate: a new version of the page shows at the next load
     }
 
 
@@ -76,6 +79,8 @@ def add_routes(app: web.Application) -> None:
         handler = _file_handler(package.joinpath(name).read_bytes(), content_type)
         path = "/demo/" if name == "index.html" else f"/demo/{name}"
         app.router.add_get(path, handler)
+    client = resources.files("livecomments.client").joinpath(CLIENT_FILE).read_bytes()
+    app.router.add_get(CLIENT_PATH, _file_handler(client, "text/javascript"))
     app.router.add_get("/demo/config.json", demo_config)
     app.router.add_get("/demo", to_demo)
     app.router.add_get("/", to_demo)

@@ -23,10 +23,10 @@ from livecomments.errors import ApiError, dumps, retry_after
 from livecomments.model import parse_video_id
 from livecomments.storage.base import MAX_SLOW_MODE_S, Moderation
 from livecomments.storage.errors import NoSuchComment, NotYourComment
-from livecomments.tokens import Identity, Unauthorized
+from livecomments.tokens import MAX_SUB, Identity, Unauthorized
 
 MAX_BAN_S = 10 * 365 * 24 * 3600
-MAX_USER = 256  # a token's sub as the ban names it
+ERASE_BATCH = 500  # comments one DELETE /v1/users/{sub}/comments deletes at most: one call stays short
 
 
 class SlowMode(ApiError):
@@ -131,13 +131,29 @@ async def post_ban(request: web.Request) -> web.Response:
     _moderator(request)
     body = await _json_object(request)
     user = body.get("user")
-    if not isinstance(user, str) or not 0 < len(user) <= MAX_USER:
-        raise ApiError(422, "invalid_user", f"user must be a token sub of 1-{MAX_USER} characters")
+    if not isinstance(user, str) or not 0 < len(user) <= MAX_SUB:  # a token with a longer sub is refused
+        raise ApiError(422, "invalid_user", f"user must be a token sub of 1-{MAX_SUB} characters")
     ttl_s = _int_field(body, "ttl_s", MAX_BAN_S)
     until = await moderation_of(request).ban(video_id, user, ttl_s)  # from the storage's clock
     if until is None:
         return web.Response(status=204)
     return web.json_response({"video_id": video_id, "user": user, "until": until}, status=201, dumps=dumps)
+
+
+async def erase_user(request: web.Request) -> web.Response:
+    """Delete a user's comments on every video (a privacy request), at most ERASE_BATCH per call:
+    each deleted as a moderator's delete is (an entry in its video's log, published, so viewers
+    get `event: delete` and resumes see it). `done` false: call again; the next call goes on."""
+    sub = request.match_info["sub"]
+    if not 0 < len(sub) <= MAX_SUB:
+        raise ApiError(400, "invalid_user", f"user must be a token sub of 1-{MAX_SUB} characters")
+    moderator = _moderator(request)
+    entries, done = await moderation_of(request).erase_user(sub, by=moderator.sub, limit=ERASE_BATCH)
+    strategy = request.app[STRATEGY]
+    for entry in entries:  # each video's in seq order, as delete_comment publishes one
+        await strategy.publish(entry)
+    return web.json_response({"user": sub, "deleted": len(entries), "done": done}, dumps=dumps,
+                             headers={"Cache-Control": "no-store"})
 
 
 
@@ -146,3 +162,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/v1/videos/{video_id}/comments/{seq}", delete_comment)
     app.router.add_put("/v1/videos/{video_id}/settings", put_settings)
     app.router.add_post("/v1/videos/{video_id}/bans", post_ban)
+    app.router.add_delete("/v1/users/{sub}/comments", erase_user)

@@ -25,6 +25,7 @@ from livecomments.storage.errors import StorageError
 log = logging.getLogger(__name__)
 
 STREAM_GATE = web.AppKey("stream_gate", StreamGate)
+STREAM_PATH = "/v1/videos/{video_id}/stream"
 TOO_MANY_STREAMS = "too_many_streams"
 PIECE = 64 * 1024  # bytes per catch-up write: a stalled peer is noticed after at most this much more
 
@@ -112,6 +113,16 @@ async def stream_head(request: web.Request) -> web.StreamResponse:
     return web.StreamResponse(headers=SSE_HEADERS)
 
 
+def expired_stream(error: ApiError) -> web.Response:
+    """A stream opened with an expired token (edge/auth.py): 200, one `event: error` naming
+    `token_expired`, and the end. A 401 would stop an EventSource for good; this way its client
+    reads why, fetches a fresh token and resumes with Last-Event-ID. (A plain EventSource that
+    does not would reconnect every few seconds and be told the same, at the cost of one small
+    reply.) A stream already open when its token expires is kept: the token is checked when a
+    stream opens, as a cookie is (docs/identity.md)."""
+    return web.Response(body=sse.error_frame(error.code, error.message), headers=SSE_HEADERS)
+
+
 def _turn_away(request: web.Request, code: str, message: str, retry_ms: int) -> web.Response:
     """A stream that cannot be served now, answered so that its client comes back later
     (see livecomments/edge/admission.py): an EventSource retries only a 200."""
@@ -170,5 +181,5 @@ async def stream_gate_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/videos/{video_id}/stream", stream, allow_head=False)
-    app.router.add_route("HEAD", "/v1/videos/{video_id}/stream", stream_head)
+    app.router.add_get(STREAM_PATH, stream, allow_head=False)
+    app.router.add_route("HEAD", STREAM_PATH, stream_head)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -54,12 +55,15 @@ from livecomments.edge.writer import accept_post, check_idempotency_key
 from livecomments.errors import STORAGE_UNAVAILABLE, ApiError, retry_after
 from livecomments.model import parse_seq, parse_video_id
 from livecomments.storage.errors import StorageError, StorageUnavailable
-from livecomments.tokens import Identity, Unauthorized
+from livecomments.tokens import Identity, TokenExpired, Unauthorized
 
 log = logging.getLogger(__name__)
 
 POSTING_NOT_HERE = "posting_not_here"
 PATH = "/v1/videos/{video_id}/ws"
+# The close code after an upgrade whose token has expired (4000-4999: the application's own, RFC 6455
+# §7.4.2): the client fetches a fresh token and reconnects with ?since=. Like HTTP's 401.
+CLOSE_TOKEN_EXPIRED = 4001
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -68,10 +72,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     raw = request.query.get("since")
     since = None if raw is None else parse_seq(raw, "since")
     _check_origin(request)
-    user = _upgrade_identity(request)
+    ws = web.WebSocketResponse(heartbeat=config.ping_interval, max_msg_size=config.body_limit, compress=False)
+    try:
+        user = await _upgrade_identity(request)
+    except TokenExpired as e:
+        return await _end_expired(request, ws, e)
     if user is not None:
         request[USER] = user
-    ws = web.WebSocketResponse(heartbeat=config.ping_interval, max_msg_size=config.body_limit, compress=False)
     if not ws.can_prepare(request).ok:
         raise ApiError(426, "upgrade_required", "this is a WebSocket endpoint: send Upgrade: websocket",
                        {"Upgrade": "websocket"})
@@ -176,7 +183,22 @@ def _check_origin(request: web.Request) -> None:
         raise ApiError(403, "origin_not_allowed", "this origin may not open a WebSocket here (cors_origins)")
 
 
-def _upgrade_identity(request: web.Request) -> Identity | None:
+async def _end_expired(request: web.Request, ws: web.WebSocketResponse, error: TokenExpired) -> web.StreamResponse:
+    """An upgrade whose token has expired: accepted, told `token_expired` and closed with
+    CLOSE_TOKEN_EXPIRED, so that a browser's client can read why (a refused upgrade shows it
+    nothing but a failed connection). No viewer, no stream slot."""
+    if not ws.can_prepare(request).ok:
+        raise error  # not a WebSocket handshake: the plain 401
+    await ws.prepare(request)
+    try:
+        await ws.send_str(orjson.dumps({"type": "error", "error": {"code": error.code, "message": error.message}}).decode())
+        await ws.close(code=CLOSE_TOKEN_EXPIRED, message=b"token_expired")  # waits for the peer's close, bounded by aiohttp
+    except ConnectionError:  # the client left first
+        pass
+    return ws
+
+
+async def _upgrade_identity(request: web.Request) -> Identity | None:
     """The upgrade's token (a browser's WebSocket cannot set headers: `?access_token=`; the
     access log never prints the query). Required when streams are private (auth_streams);
     otherwise optional, and a post without one is refused where posting needs a token."""
@@ -188,10 +210,10 @@ def _upgrade_identity(request: web.Request) -> Identity | None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Authorization must be 'Bearer <token>'", invalid=True)
-        return authenticator.verify(token.strip())
+        return await authenticator.verify(token.strip())
     query_token = request.query.get("access_token")
     if query_token is not None:
-        return authenticator.verify(query_token)
+        return await authenticator.verify(query_token)
     if request.app[CONFIG].auth_streams:
         raise Unauthorized("this stream needs a token: ?access_token=<token>", invalid=False)
     return None
@@ -207,11 +229,11 @@ async def _answer(request: web.Request, video_id: str, data: str) -> bytes:
     if kind == "post":
         return await _post(request, video_id, msg)
     if kind == "auth":
-        return _auth(request, msg.get("token"))
+        return await _auth(request, msg.get("token"))
     return wsframes.error_message("invalid_message", 'a message is {"type": "post" | "auth", ...}')
 
 
-def _auth(request: web.Request, token: object) -> bytes:
+async def _auth(request: web.Request, token: object) -> bytes:
     """Who posts from now on on this socket. Silent when accepted; an error when not, and the
     identity the socket had (if any) stays."""
     authenticator = request.app.get(AUTHENTICATOR)
@@ -220,7 +242,7 @@ def _auth(request: web.Request, token: object) -> bytes:
     if not isinstance(token, str) or not token:
         return wsframes.error_message("unauthorized", "an auth message needs a token")
     try:
-        request[USER] = authenticator.verify(token)
+        request[USER] = await authenticator.verify(token)
     except ApiError as e:
         return wsframes.error_message(e.code, e.message)
     return b""
@@ -236,6 +258,8 @@ async def _post(request: web.Request, video_id: str, msg: dict[str, object]) -> 
             raise ApiError(501, POSTING_NOT_HERE, "this process only streams: POST /v1/videos/{id}/comments to a writer")
         if AUTHENTICATOR in request.app and USER not in request:
             raise Unauthorized("posting needs a token: ?access_token= on the upgrade, or an auth message", invalid=False)
+        if USER in request and request[USER].expires <= time.time():  # the socket outlived its token
+            raise TokenExpired()
         key = check_idempotency_key(post_id, "id")
         body = {name: msg[name] for name in ("text", "author") if name in msg}
         comment = await accept_post(request, video_id, body, key)

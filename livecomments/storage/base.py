@@ -86,6 +86,15 @@ class Moderation(Protocol):
         NoSuchComment (not a comment of the video) or NotYourComment (not a moderator, not its poster)."""
         ...
 
+    async def erase_user(self, user: str, *, by: str, limit: int) -> tuple[list[Comment], bool]:
+        """Delete up to `limit` of `user`'s shown comments, on every video, each as moderator `by`'s
+        `delete` would: returns the delete entries appended (each video's in seq order) and whether
+        none of the user's comments was left over. Found through an index by user, so a call costs
+        O(limit), however many comments the user has. Each comment's delete (mark and entry) is
+        whole, so a call that fails halfway leaves some deleted and the rest shown, and the next
+        call goes on; a comment deleted meanwhile by someone else is skipped, never deleted twice."""
+        ...
+
     async def ban(self, video_id: str, user: str, ttl_s: float) -> float | None:
         """Ban `user` from posting to the video for `ttl_s` seconds from now on the storage's clock;
         returns when the ban ends (epoch), or None when `ttl_s` <= 0, which lifts the ban."""

@@ -26,6 +26,8 @@ MODERATION_SCHEMA = """
 ALTER TABLE comments ADD COLUMN IF NOT EXISTS user_id TEXT;
 ALTER TABLE comments ADD COLUMN IF NOT EXISTS deletes BIGINT;
 ALTER TABLE comments ADD COLUMN IF NOT EXISTS deleted BOOLEAN NOT NULL DEFAULT FALSE;
+-- The shown comments of each user, for erase_user; partial, so deleted comments leave it.
+CREATE INDEX IF NOT EXISTS comments_by_user ON comments (user_id, video_id, seq) WHERE deletes IS NULL AND NOT deleted;
 CREATE TABLE IF NOT EXISTS bans (
     video_id TEXT             NOT NULL,
     user_id  TEXT             NOT NULL,
@@ -56,6 +58,19 @@ WHERE last_posts.at <= EXCLUDED.at - $3 OR last_posts.idem_key = EXCLUDED.idem_k
 RETURNING at
 """
 WAIT = f"SELECT at + $3 - {DB_NOW} FROM last_posts WHERE video_id=$1 AND poster=$2"
+BY_USER = """
+SELECT video_id, seq FROM comments WHERE user_id=$1 AND deletes IS NULL AND NOT deleted
+ORDER BY user_id, video_id, seq LIMIT $2
+"""
+# After the head row is locked: the seqs still shown (another delete may have come first).
+STILL_SHOWN = """
+SELECT seq FROM comments WHERE video_id=$1 AND seq = ANY($2::bigint[]) AND deletes IS NULL AND NOT deleted ORDER BY seq
+"""
+APPEND_DELETES = f"""
+INSERT INTO comments (video_id, seq, author, text, created_at, user_id, deletes)
+SELECT $1, h, '', '', {DB_NOW}, $2, d FROM unnest($3::bigint[], $4::bigint[]) AS t(h, d)
+RETURNING seq, created_at, deletes
+"""
 BAN = f"""
 INSERT INTO bans VALUES ($1, $2, {DB_NOW} + $3) ON CONFLICT (video_id, user_id) DO UPDATE SET until=EXCLUDED.until
 RETURNING until
@@ -75,6 +90,20 @@ class PostgresModeration:
                 return await _delete(conn, video_id, seq, by, moderator)
         except _AlreadyDeleted:
             return None
+
+    async def erase_user(self, user: str, *, by: str, limit: int) -> tuple[list[Comment], bool]:
+        """One transaction per video: it takes that video's head lock only, as a single delete
+        does, so it never waits in a circle with a batch of posts (they lock heads in order)."""
+        async with translated():
+            found = await self._pool.fetch(BY_USER, user, limit + 1)
+        videos: dict[str, list[int]] = {}
+        for row in found[:limit]:
+            videos.setdefault(row[0], []).append(int(row[1]))
+        entries: list[Comment] = []
+        for video_id, seqs in videos.items():
+            async with translated(), self._pool.acquire() as conn, conn.transaction():
+                entries += await _erase_from(conn, video_id, seqs, by)
+        return entries, len(found) <= limit
 
     async def ban(self, video_id: str, user: str, ttl_s: float) -> float | None:
         async with translated():
@@ -125,3 +154,18 @@ async def _delete(conn: Any, video_id: str, seq: int, by: str, moderator: bool) 
     entry = Comment(video_id, head, "", "", float(created_at), by, deletes=seq)
     await conn.execute("UPDATE comments SET deleted=TRUE, text='' WHERE video_id=$1 AND seq=$2", video_id, seq)
     return entry
+
+
+async def _erase_from(conn: Any, video_id: str, seqs: list[int], by: str) -> list[Comment]:
+    """Inside a transaction: delete those of `seqs` still shown, their entries at the next seqs."""
+    top = await conn.fetchval("SELECT seq FROM heads WHERE video_id=$1 FOR UPDATE", video_id)
+    shown = [int(r[0]) for r in await conn.fetch(STILL_SHOWN, video_id, seqs)]
+    if top is None or not shown:
+        return []
+    heads = list(range(top + 1, top + 1 + len(shown)))
+    rows = await conn.fetch(APPEND_DELETES, video_id, by, heads, shown)
+    await conn.execute("UPDATE comments SET deleted=TRUE, text='' WHERE video_id=$1 AND seq = ANY($2::bigint[])",
+                       video_id, shown)
+    await conn.execute("UPDATE heads SET seq=$2 WHERE video_id=$1", video_id, heads[-1])
+    return sorted((Comment(video_id, int(r[0]), "", "", float(r[1]), by, deletes=int(r[2])) for r in rows),
+                  key=lambda c: c.seq)

@@ -10,7 +10,7 @@ import secrets
 import sqlite3
 import time
 
-from livecomments.storage.sqlite_moderation import LOG_COLUMNS, MODERATION_SCHEMA
+from livecomments.storage.sqlite_moderation import LOG_COLUMNS, MODERATION_SCHEMA, USER_INDEX
 from livecomments.storage.sqlite_tx import immediate
 
 LOCK_WAIT_S = 10.0
@@ -83,6 +83,7 @@ def migrate(conn: sqlite3.Connection) -> bytes:
         for column, declaration in LOG_COLUMNS.items():
             if column not in columns:  # a database made before moderation: its rows are plain comments
                 conn.execute(f"ALTER TABLE comments ADD COLUMN {column} {declaration}")
+        conn.execute(USER_INDEX)  # erasing a user; built over the existing rows on an upgrade
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('cursor_secret', ?)", (secrets.token_hex(32),))
         secret = conn.execute("SELECT value FROM meta WHERE name='cursor_secret'").fetchone()[0]
     return bytes.fromhex(secret)

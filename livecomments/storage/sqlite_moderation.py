@@ -43,6 +43,16 @@ CREATE TABLE IF NOT EXISTS last_posts (
     PRIMARY KEY (video_id, poster)
 ) WITHOUT ROWID;
 """
+# The shown comments of each user: erasing a user (erase_user) reads at most `limit` rows of it.
+# Made after LOG_COLUMNS exist (sqlite_file.migrate); partial, so deleted comments leave it.
+USER_INDEX = (
+    "CREATE INDEX IF NOT EXISTS comments_by_user ON comments (user_id, video_id, seq) "
+    "WHERE deletes IS NULL AND deleted = 0"
+)
+BY_USER = (
+    "SELECT video_id, seq FROM comments INDEXED BY comments_by_user "
+    "WHERE user_id=? AND deletes IS NULL AND deleted = 0 ORDER BY user_id, video_id, seq LIMIT ?"
+)
 POLICY = """
 SELECT (SELECT until FROM bans WHERE video_id=? AND user_id=? AND until>?),
        (SELECT slow_mode_s FROM video_settings WHERE video_id=?)
@@ -68,15 +78,29 @@ def _delete(conn: sqlite3.Connection, video_id: str, seq: int, by: str, moderato
             raise NotYourComment(f"comment {seq} of {video_id} is someone else's")
         if row[2]:  # deleted before: nothing new to say
             return None
-        head = conn.execute("SELECT seq FROM heads WHERE video_id=?", (video_id,)).fetchone()[0] + 1
-        entry = Comment(video_id, head, "", "", time.time(), by, deletes=seq)
-        conn.execute(
-            "INSERT INTO comments (video_id, seq, author, text, created_at, user_id, deletes) VALUES (?, ?, '', '', ?, ?, ?)",
-            (video_id, head, entry.created_at, by, seq),
-        )
-        conn.execute("UPDATE comments SET deleted=1, text='' WHERE video_id=? AND seq=?", (video_id, seq))
-        conn.execute("UPDATE heads SET seq=? WHERE video_id=?", (head, video_id))
+        return _append_delete(conn, video_id, seq, by)
+
+
+def _append_delete(conn: sqlite3.Connection, video_id: str, seq: int, by: str) -> Comment:
+    """Inside the caller's transaction: erase comment `seq` and append its delete entry at the next seq."""
+    head = conn.execute("SELECT seq FROM heads WHERE video_id=?", (video_id,)).fetchone()[0] + 1
+    entry = Comment(video_id, head, "", "", time.time(), by, deletes=seq)
+    conn.execute(
+        "INSERT INTO comments (video_id, seq, author, text, created_at, user_id, deletes) VALUES (?, ?, '', '', ?, ?, ?)",
+        (video_id, head, entry.created_at, by, seq),
+    )
+    conn.execute("UPDATE comments SET deleted=1, text='' WHERE video_id=? AND seq=?", (video_id, seq))
+    conn.execute("UPDATE heads SET seq=? WHERE video_id=?", (head, video_id))
     return entry
+
+
+def _erase(conn: sqlite3.Connection, user: str, by: str, limit: int) -> tuple[list[Comment], bool]:
+    """Runs on the writer thread, between group commits: one transaction of at most `limit` deletes,
+    so a crash leaves all of them or none, and the index hands the next call the rest."""
+    with immediate(conn):
+        found = conn.execute(BY_USER, (user, limit + 1)).fetchall()
+        entries = [_append_delete(conn, video_id, seq, by) for video_id, seq in found[:limit]]
+    return entries, len(found) <= limit
 
 
 def _claim(conn: sqlite3.Connection, video_id: str, poster: str, interval: int, key: str | None) -> float:
@@ -98,6 +122,9 @@ class SqliteModeration:
 
     async def delete(self, video_id: str, seq: int, *, by: str, moderator: bool) -> Comment | None:
         return await self._write(lambda conn: _delete(conn, video_id, seq, by, moderator))
+
+    async def erase_user(self, user: str, *, by: str, limit: int) -> tuple[list[Comment], bool]:
+        return await self._write(lambda conn: _erase(conn, user, by, limit))
 
     async def ban(self, video_id: str, user: str, ttl_s: float) -> float | None:
         if ttl_s <= 0:

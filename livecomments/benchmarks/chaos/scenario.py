@@ -1,5 +1,5 @@
-"""One strategy's scripted scenario: a writer and two realtime processes on PostgreSQL, over
-Redis (or, for the dispatcher, an etcd registry), viewers and posters running throughout while
+"""One strategy's scripted scenario: a writer and two realtime processes on PostgreSQL (or
+DynamoDB: stores.py), over Redis (or, for the dispatcher, an etcd registry), viewers and posters running throughout while
 the script breaks one thing after another, then the checker.
 
 Holding a fault for `hold` seconds is the scenario itself, not a synchronisation.
@@ -19,9 +19,10 @@ import aiohttp
 from livecomments.benchmarks.chaos.check import Summary, caught_up, stored_comments, summarize
 from livecomments.benchmarks.chaos.clients import Poster, StalledViewer, Viewer
 from livecomments.benchmarks.chaos.nodes import Node, PeakRss, signal_tree
+from livecomments.benchmarks.chaos.stores import ChaosStore
 from livecomments.benchmarks.common import parse_metrics
 from livecomments.ops.procs import RedisServer, free_port
-from livecomments.ops.services import EtcdServer, PostgresServer
+from livecomments.ops.services import EtcdServer
 
 SECRET = "chaos-secret"
 FLOOD = "flood"  # big comments on this video fill the stalled viewer's buffers
@@ -61,7 +62,7 @@ FULL = Settings(viewers=1000, videos=20, posters=8, post_pause=0.1, hold=4.0, se
 
 
 class System:
-    def __init__(self, strategy: Strategy, pg: PostgresServer, workdir: Path) -> None:
+    def __init__(self, strategy: Strategy, store: ChaosStore, workdir: Path) -> None:
         self.strategy = strategy
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -69,9 +70,9 @@ class System:
         # The dispatcher's moving part is its registry; the others' is the broker.
         self.service: RedisServer | EtcdServer = (
             EtcdServer(workdir / "etcd") if dispatcher else RedisServer(workdir / "redis"))
-        self.pg = pg
+        self.store = store
         common = ["--strategy", strategy.strategy, "--partitions", str(strategy.partitions),
-                  "--storage", pg.database(), "--viewer-buffer", str(64 * 1024),
+                  "--storage", store.database(), "--viewer-buffer", str(64 * 1024),
                   "--max-text", str(FLOOD_PAD + 100), "--ping-interval", "2", "--registry-ttl", "2",
                   "--log-level", "warning"]
         common += (["--registry", self.service.url, "--cluster-secret", SECRET] if dispatcher
@@ -146,14 +147,13 @@ def steps(system: System, viewers: list[Viewer], hold: float) -> list[Step]:
         assert system.service.proc is not None
         await freeze(system.service.proc.pid)
 
-    async def postgres_down() -> None:
-        await asyncio.to_thread(system.pg.halt)
+    async def store_down() -> None:
+        await asyncio.to_thread(system.store.down)
         await asyncio.sleep(hold)
-        await asyncio.to_thread(system.pg.resume)
+        await asyncio.to_thread(system.store.up)
 
-    async def postgres_frozen() -> None:
-        assert system.pg.proc is not None
-        await freeze(system.pg.proc.pid)
+    async def store_frozen() -> None:
+        await freeze(system.store.pid())
 
     async def reconnect_all() -> None:
         for viewer in viewers:
@@ -170,17 +170,17 @@ def steps(system: System, viewers: list[Viewer], hold: float) -> list[Step]:
         ("kill -9 realtime rt0", lambda: restart(system.realtimes[0])),
         (f"{kind} killed and restarted", service_down),
         (f"{kind} SIGSTOP/SIGCONT", service_frozen),
-        ("postgresql stopped and started", postgres_down),
-        ("postgresql SIGSTOP/SIGCONT", postgres_frozen),
+        (f"{system.store.name} stopped and started", store_down),
+        (f"{system.store.name} SIGSTOP/SIGCONT", store_frozen),
         (f"{len(viewers)} simultaneous reconnects", reconnect_all),
         ("steady", steady),
     ]
 
 
-async def run(strategy: Strategy, settings: Settings, pg: PostgresServer, workdir: Path,
+async def run(strategy: Strategy, settings: Settings, store: ChaosStore, workdir: Path,
               log: Callable[[str], None]) -> Summary:
     started = time.monotonic()
-    system = System(strategy, pg, workdir)
+    system = System(strategy, store, workdir)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=20)
     connector = aiohttp.TCPConnector(limit=0)
     try:

@@ -177,7 +177,8 @@ def chart(doc: dict[str, Any], path: Path) -> None:
     counts = sorted({r["viewers"] for r in doc["results"]})
     targets = list(dict.fromkeys(r["target"] for r in doc["results"]))
     colours = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(targets)}  # one colour per target, every panel
-    fig, axes = plt.subplots(2, len(counts), figsize=(5 * len(counts), 8.6), squeeze=False)
+    width = max(5.0 * len(counts), 10.0)  # one column (a quick run) is too narrow for the legend and the note
+    fig, axes = plt.subplots(2, len(counts), figsize=(width, 8.6), squeeze=False)
     for col, viewers in enumerate(counts):
         top, bottom = axes[0][col], axes[1][col]
         for r in (r for r in doc["results"] if r["viewers"] == viewers and r["steps"]):
@@ -192,11 +193,15 @@ def chart(doc: dict[str, Any], path: Path) -> None:
         for ax in (top, bottom):
             plain_log_x(ax)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8, bbox_to_anchor=(0.5, 0.95))
+    # Sized from the figure's width, so neither the legend nor the note runs off a narrow one:
+    # about 1.9 in per legend entry, 15 characters of 7.5 pt text per inch, 0.125 in per line.
+    ncol = max(1, min(len(labels), int(width / 1.9)))
+    legend_rows = -(-len(labels) // ncol)
+    note = [*textwrap.wrap(EXPLAIN, int(width * 15)), "grey line: the 200 ms p99 bound a step must keep"]
+    fig.legend(handles, labels, loc="upper center", ncol=ncol, fontsize=8, bbox_to_anchor=(0.5, 0.95))
     fig.suptitle(f"Fan-out: one realtime process, one hot video ({doc['run']} run)")
-    fig.text(0.5, 0.01, "\n".join(textwrap.wrap(EXPLAIN, 150)) + "\ngrey line: the 200 ms p99 bound a step must keep",
-             ha="center", va="bottom", fontsize=7.5)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.92))
+    fig.text(0.5, 0.01, "\n".join(note), ha="center", va="bottom", fontsize=7.5)
+    fig.tight_layout(rect=(0, 0.02 + len(note) * 0.125 / 8.6, 1, 0.93 - legend_rows * 0.025))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
