@@ -20,6 +20,7 @@ from livecomments.ops import cluster_services
 from livecomments.ops.cluster import Cluster, ClusterError, find_binary
 from tests.helpers import post
 from tests.sse import close_streams, open_stream
+from tests.ws import open_ws
 
 
 def group_exists(pgid: int) -> bool:
@@ -39,9 +40,15 @@ async def test_cluster_command_serves_and_leaves_nothing_behind(tmp_path: Path, 
 
         stream = await open_stream(session, url, "clustered")
         assert stream.resp.headers["X-Served-By"] in ("rt1", "rt2")
+        socket_viewer = await open_ws(session, url, "clustered")  # the WebSocket through nginx too
         await post(session, url, "clustered", text="through nginx")
         assert (await stream.next_comment())["text"] == "through nginx"
+        assert (await socket_viewer.next_of("comment", timeout=10))["text"] == "through nginx"
+        resumed = await open_ws(session, url, "clustered", since=0)  # a resume replays through it
+        assert [m["text"] for m in resumed.opening if m["type"] == "comment"] == ["through nginx"]
         stream.close()
+        for ws in (socket_viewer, resumed):
+            await ws.ws.close()
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -60,10 +67,14 @@ async def test_cluster_api_round_robin_reaches_every_server(strategy: str, tmp_p
         assert [m.name for m in c.servers] == ["rt1", "rt2"]
         streams = [await open_stream(session, c.url, "shared") for _ in range(4)]
         assert {s.resp.headers["X-Served-By"] for s in streams} == {"rt1", "rt2"}
+        sockets = [await open_ws(session, c.url, "shared") for _ in range(2)]  # round-robin spreads them too
         await post(session, c.url, "shared", text="to all")
         for s in streams:
             assert (await s.next_comment())["text"] == "to all"
             s.close()
+        for ws in sockets:
+            assert (await ws.next_of("comment", timeout=10))["text"] == "to all"
+            await ws.ws.close()
     finally:
         await asyncio.to_thread(c.stop)
     assert not any(group_exists(m.pid) for m in c.members)

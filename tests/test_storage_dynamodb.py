@@ -5,7 +5,9 @@ DynamoDB's own: a writer killed mid-batch, an endpoint frozen and back, the URL 
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
+import logging
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ import pytest
 
 from livecomments.backends import missing_driver, open_storage
 from livecomments.model import NewComment
+from livecomments.storage import dynamodb_client, dynamodb_keys
 from livecomments.storage.base import Storage
 from livecomments.storage.dynamodb_client import parse_url
 from livecomments.storage.errors import StorageUnavailable
@@ -151,3 +154,64 @@ async def test_housekeeping_forgets_only_what_ended(storage: Any) -> None:
     store = getattr(storage, "stores", (storage,))[0]
     rows = await store._client.scan(TableName=store._t["bans"], Select="COUNT", ConsistentRead=True)
     assert rows["Count"] == 1  # the ended ban is gone from the table
+
+
+@pytest.fixture
+def quick_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen endpoint is told in ~2 s (two attempts of 1 s), a dead claimant's key taken over after 1 s."""
+    monkeypatch.setattr(dynamodb_client, "READ_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(dynamodb_keys, "LEASE_S", 1.0)
+
+
+async def test_a_retry_after_a_lost_answer_gets_the_stored_comment(
+    own_dynamodb_server: DynamoServer, quick_timeouts: None
+) -> None:
+    """The entry's PutItem reaches the endpoint, which freezes before it answers: the post fails
+    (503), yet once the endpoint is back its write lands. The retry under the same key gets that
+    comment, and nothing is stored twice."""
+    store = await open_storage(own_dynamodb_server.url())
+    try:
+        def freeze_at_the_entry(request: Any, **_: Any) -> None:
+            if b"_comments" in request.body and b"idem_key" in request.body:
+                own_dynamodb_server.halt()  # the request is sent to a frozen server: its answer never comes
+
+        store._client.meta.events.register("before-send.dynamodb.PutItem", freeze_at_the_entry)
+        try:
+            with pytest.raises(StorageUnavailable):
+                await store.add(NewComment("v", "a", "once"), "k1")
+        finally:
+            store._client.meta.events.unregister("before-send.dynamodb.PutItem", freeze_at_the_entry)
+            own_dynamodb_server.resume()
+        async with asyncio.timeout(8):
+            while not await store.since("v", 0, 10):  # the frozen write lands once the endpoint runs
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # and whatever else was sent meanwhile
+            retried = await store.add(NewComment("v", "a", "once"), "k1")
+        log = await store.since("v", 0, 10)
+        assert [(c.seq, c.text) for c in log] == [(1, "once")], "stored twice"
+        assert retried.seq == 1
+    finally:
+        await store.close()
+
+
+async def test_a_post_given_up_on_an_unavailable_endpoint_logs_no_stray_error(
+    own_dynamodb_server: DynamoServer, quick_timeouts: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request that stops waiting (client gone, timed out) while its batch fails: the failure is
+    the one 503 of the requests still there, never asyncio's "exception was never retrieved"."""
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    store = await open_storage(own_dynamodb_server.url())
+    try:
+        own_dynamodb_server.halt()
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(store.add(NewComment("v", "a", "given up"), "k1"), 0.2)
+            with pytest.raises(StorageUnavailable):  # after the first batch has failed
+                await store.add(NewComment("v", "a", "waited"), "k2")
+        finally:
+            own_dynamodb_server.resume()
+        gc.collect()
+        await asyncio.sleep(0)
+        assert "never retrieved" not in caplog.text
+    finally:
+        await store.close()

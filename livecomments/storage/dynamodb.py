@@ -13,6 +13,16 @@ it. Concurrent posts are grouped (group commit); a batch's videos are numbered a
 each video's posts in order. A post whose entry was stored is answered with it even when
 a later post of the batch fails; the others get the failure.
 
+A post with an Idempotency-Key is never stored twice (dynamodb_keys.py): the key is claimed
+(conditional PutItem) before any entry is numbered for it, only its claimant numbers one,
+and the entry carries the key and the claimant's `tok`. A claim is released (deleted) only
+when its post's entry was certainly not written: a failure while the entry's PutItem is in
+flight (a timeout or cut connection after the request was sent, which may have landed) keeps
+the claim pending. The retry then finds the claim, waits out its lease, finds the entry under
+the key and answers with it (same seq); only when no entry carries the key does it take the
+claim over and number one. What this cannot fence (no transaction) is a write the endpoint
+holds longer than the lease (LEASE_S) and applies after the take-over.
+
 History pages are Queries on the sort key (seq); `offset=` reads and skips, the slow way.
 Retention by count finds videos through PREFIX_heads, by age with a Scan.
 """
@@ -60,6 +70,7 @@ class DynamoStorage(DynamoModeration):
             await create_tables(client, prefix)
             self = cls(client, prefix, stack, group_commit, max_pending)
             self.cursor_secret = await self._secret()
+            await self._index_old_comments()  # once: tables made before erase_user's index
         except BaseException:
             await stack.aclose()
             raise
@@ -86,9 +97,12 @@ class DynamoStorage(DynamoModeration):
         for i, (new, key) in enumerate(batch):
             if key is not None:
                 first.setdefault((new.video_id, key), i)
-        claims = await asyncio.gather(*(self._claim_key(batch[i][0], k, toks[i]) for (_, k), i in first.items()))
+        claims = await asyncio.gather(*(self._claim_key(batch[i][0], k, toks[i]) for (_, k), i in first.items()),
+                                      return_exceptions=True)
         for i, claim in zip(first.values(), claims, strict=True):
-            out[i] = claim
+            if isinstance(claim, BaseException) and not isinstance(claim, StorageError):
+                raise claim
+            out[i] = claim  # a failed claim (it may have landed) stays as it is: the lease frees it
         videos: dict[str, list[int]] = {}
         for i, (new, key) in enumerate(batch):
             if out[i] is None and (key is None or first[(new.video_id, key)] == i):
@@ -109,11 +123,18 @@ class DynamoStorage(DynamoModeration):
 
     async def _store(self, video_id: str, batch: list[Post], toks: list[str], posts: list[int], now: float,
                      out: list[Outcome | None]) -> None:
-        """Number and store the video's posts at `posts`, one after another; a failure answers the rest."""
+        """Number and store the video's posts at `posts`, one after another; a failure answers the rest.
+
+        The keys of the posts not stored are released, but never the key of the post whose entry
+        was being written when the failure came: its PutItem may have landed with the answer lost
+        (a timeout, a dropped connection), and a released key would let its retry number a second
+        comment. That claim stays pending; the retry adopts the entry after the lease (dynamodb_keys)."""
+        doubt = -1  # the post whose entry may be stored though no answer said so
         try:
             top = await self._top(video_id)
             for i in posts:
                 new, key = batch[i]
+                doubt = i
                 comment = Comment(video_id, 0, new.author, new.text, now, new.user)
                 top = await self._put_next(video_id, top, entry_item(comment, toks[i], key))
                 if key is not None and not await self._point_key(video_id, key, top, toks[i]):
@@ -123,11 +144,11 @@ class DynamoStorage(DynamoModeration):
                 out[i] = Comment(video_id, top, new.author, new.text, now, new.user)
             await self._raise_head(video_id, top)
         except StorageError as e:
-            for i in posts:
-                if out[i] is None:
-                    out[i] = e
-                    if batch[i][1] is not None:
-                        await self._release_key(video_id, batch[i][1] or "", toks[i])
+            unstored = [i for i in posts if out[i] is None]
+            for i in unstored:
+                out[i] = e
+            await asyncio.gather(*(self._release_key(video_id, key, toks[i]) for i in unstored
+                                   if i != doubt and (key := batch[i][1]) is not None))
             raise
 
     async def prune(self, *, keep_comments: int, older_than: float, limit: int) -> int:

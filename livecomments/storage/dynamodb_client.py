@@ -41,6 +41,9 @@ TABLES: dict[str, tuple[str, str]] = {
     "settings": ("video_id", ""),
     "last_posts": ("video_id", "poster"),
 }
+# name suffix -> (index, its hash key): sparse global secondary indexes, holding only the items that
+# have the key. `live_user` is a shown comment's poster (removed when it is deleted): erase_user's index.
+INDEXES: dict[str, tuple[str, str]] = {"comments": ("live_by_user", "live_user")}
 # Codes meaning "the endpoint cannot serve now", not "this request is wrong".
 UNAVAILABLE_CODES = {
     "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
@@ -115,20 +118,25 @@ def _session() -> Any:
 async def create_tables(client: Client, prefix: str) -> None:
     """Create the missing tables (several processes may race: one wins, the others see it in use)."""
     async with translated():
-        await asyncio.gather(*(_create(client, f"{prefix}_{name}", keys) for name, keys in TABLES.items()))
+        await asyncio.gather(*(_create(client, f"{prefix}_{name}", keys, INDEXES.get(name))
+                               for name, keys in TABLES.items()))
 
 
-async def _create(client: Client, table: str, keys: tuple[str, str]) -> None:
+async def _create(client: Client, table: str, keys: tuple[str, str], index: tuple[str, str] | None) -> None:
     schema, attributes = [], []
     for key, role in zip(keys, ("HASH", "RANGE"), strict=True):
         if key:
             name, _, kind = key.partition(":")
             schema.append({"AttributeName": name, "KeyType": role})
             attributes.append({"AttributeName": name, "AttributeType": kind or "S"})
+    indexes = {} if index is None else {"GlobalSecondaryIndexes": [_index(*index)]}
+    if index is not None:
+        attributes.append({"AttributeName": index[1], "AttributeType": "S"})
     try:
         made = await client.create_table(TableName=table, KeySchema=schema, AttributeDefinitions=attributes,
-                                         BillingMode="PAY_PER_REQUEST")
+                                         BillingMode="PAY_PER_REQUEST", **indexes)
         status = made["TableDescription"]["TableStatus"]
+        index = None  # made with it
     except ClientError as e:
         if code(e) != "ResourceInUseException":
             raise
@@ -138,6 +146,33 @@ async def _create(client: Client, table: str, keys: tuple[str, str]) -> None:
             status = (await client.describe_table(TableName=table))["Table"]["TableStatus"]
             if status != "ACTIVE":
                 await asyncio.sleep(0.5)
+    if index is not None:
+        await _add_index(client, table, index)
+
+
+def _index(name: str, key: str) -> dict[str, Any]:
+    return {"IndexName": name, "KeySchema": [{"AttributeName": key, "KeyType": "HASH"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"}}
+
+
+async def _add_index(client: Client, table: str, index: tuple[str, str]) -> None:
+    """A table made before the index gets it (its old items are indexed by a backfill of ours, as
+    they lack the key: DynamoStorage._index_old_comments); waits until the index is ACTIVE."""
+    async with asyncio.timeout(TABLE_WAIT_S):
+        while True:
+            described = (await client.describe_table(TableName=table))["Table"]
+            status = {i["IndexName"]: i.get("IndexStatus") for i in described.get("GlobalSecondaryIndexes", [])}
+            if status.get(index[0]) == "ACTIVE":
+                return
+            if index[0] not in status:
+                try:
+                    await client.update_table(
+                        TableName=table, AttributeDefinitions=[{"AttributeName": index[1], "AttributeType": "S"}],
+                        GlobalSecondaryIndexUpdates=[{"Create": _index(*index)}])
+                except ClientError as e:  # another process is adding it: wait for theirs
+                    if code(e) not in ("ResourceInUseException", "ValidationException", "LimitExceededException"):
+                        raise
+            await asyncio.sleep(0.5)
 
 
 def s(value: str) -> Item:

@@ -4,12 +4,18 @@ A post with a key first claims it: PutItem of PREFIX_keys (video_id, idem_key) w
 hash and the post's random `tok`, conditional on the key being new. Only the claimant numbers
 a comment for the key (its entry carries the key), then points the key at the seq (conditional
 on still holding the claim). Another post with that key finds the claim: pointed, it gets the
-first comment (base.key_outcome); still pending, it waits for the claimant, at most LEASE_S.
-A claim still pending after that is a dead writer's: the waiter first looks for an entry the
-dead writer stored under the key (it died before pointing the key) and adopts it, else takes
-the claim over. A claimant that finds its claim taken over after storing (it stalled past the
-lease) erases its entry (a deleted one keeps seq contiguous) and answers 503: the post it
-retries gets the first comment, so a key never shows two comments.
+first comment (base.key_outcome); still pending, it waits for the claimant until the claim is
+LEASE_S old (its `at`, on the endpoint's clock: a retry that comes late waits only the rest).
+A claim still pending after that is a dead writer's, or one whose entry's write failed with
+the outcome unknown (a timeout after the request was sent: DynamoStorage._store keeps such a
+claim rather than releasing it): the waiter first looks for an entry stored under the key by
+that claimant (it died or failed before pointing the key) and adopts it, so a retry after a
+lost answer gets the comment that was stored, with its seq; else it takes the claim over.
+A claimant that finds its claim taken over after storing (it stalled past the lease) erases
+its entry (a deleted one keeps seq contiguous) and answers 503: the post it retries gets the
+first comment, so a key never shows two comments. Not fenced (no transaction): a write the
+endpoint holds past the lease and applies after the take-over, and a dead claimant's entry
+more than ORPHAN_SCAN entries deep when the take-over looks.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
 from livecomments.model import NewComment
 from livecomments.storage.base import body_hash, key_outcome
-from livecomments.storage.dynamodb_client import Item, conflict, get_i, n, query_all, s
+from livecomments.storage.dynamodb_client import Item, conflict, get_i, get_n, n, query_all, s
 from livecomments.storage.dynamodb_log import DynamoLog, entry
 from livecomments.storage.group_commit import Outcome
 
@@ -34,11 +40,11 @@ class DynamoKeys(DynamoLog):
     async def _claim_key(self, new: NewComment, key: str, tok: str) -> Outcome | None:
         """None: the key is this post's now (claimed with `tok`); else what the post gets."""
         ident = {"video_id": s(new.video_id), "idem_key": s(key)}
-        deadline: float | None = None
+        seen: float | None = None  # when this post first found the claim pending
         while True:
             try:
                 await self._call("put_item", TableName=self._t["keys"], ExpressionAttributeNames={"#k": "idem_key"},
-                                 Item={**ident, "body": {"B": body_hash(new)}, "tok": s(tok)},
+                                 Item={**ident, "body": {"B": body_hash(new)}, "tok": s(tok), "at": n(self._now())},
                                  ConditionExpression="attribute_not_exists(#k)")
                 return None
             except ClientError as e:
@@ -51,13 +57,21 @@ class DynamoKeys(DynamoLog):
                 return await self._outcome(new, got)
             if got["tok"]["S"] == tok:
                 return None  # our own claim, its first answer lost
-            deadline = deadline or time.monotonic() + LEASE_S
-            if time.monotonic() < deadline:
+            seen = seen or time.monotonic()
+            if self._leased(got, seen):
                 await asyncio.sleep(POLL_S)  # the claimant is storing: its answer is ours
                 continue
             if await self._take_over(new.video_id, key, got["tok"]["S"], tok):
                 return None
-            deadline = None
+            seen = None
+
+    def _leased(self, claim: Item, seen: float) -> bool:
+        """Whether a pending claim's claimant may still be storing: for LEASE_S from the claim's
+        `at`, or, for a claim without one (written before `at` was), from when it was `seen`."""
+        at = get_n(claim, "at")
+        if at is None:
+            return time.monotonic() < seen + LEASE_S
+        return self._now() < at + LEASE_S
 
     async def _outcome(self, new: NewComment, claim: Item) -> Outcome:
         got = await self._call("get_item", TableName=self._t["comments"], ConsistentRead=True,
@@ -80,9 +94,10 @@ class DynamoKeys(DynamoLog):
                 break
         try:
             await self._call("update_item", TableName=self._t["keys"], Key={"video_id": s(video_id), "idem_key": s(key)},
-                             UpdateExpression="SET #t = :mine", ConditionExpression="#t = :dead AND attribute_not_exists(#q)",
-                             ExpressionAttributeNames={"#t": "tok", "#q": "seq"},
-                             ExpressionAttributeValues={":mine": s(tok), ":dead": s(dead)})
+                             UpdateExpression="SET #t = :mine, #a = :at",
+                             ConditionExpression="#t = :dead AND attribute_not_exists(#q)",
+                             ExpressionAttributeNames={"#t": "tok", "#q": "seq", "#a": "at"},
+                             ExpressionAttributeValues={":mine": s(tok), ":dead": s(dead), ":at": n(self._now())})
         except ClientError as e:
             if not conflict(e):
                 raise

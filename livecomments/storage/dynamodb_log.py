@@ -50,6 +50,8 @@ def entry_item(c: Comment, tok: str, key: str | None = None) -> Item:
                   "created_at": n(c.created_at), "deleted": {"BOOL": False}, "tok": s(tok)}
     if c.user is not None:
         item["user_id"] = s(c.user)
+        if not c.deletes:  # a shown comment of its user: in the index erase_user reads, until deleted
+            item["live_user"] = s(c.user)
     if c.deletes:
         item["deletes"] = n(c.deletes)
     if key is not None:

@@ -5,23 +5,33 @@ not being deleted yet, so of two concurrent deletes one goes on; it then appends
 entry through the same numbering as posts (dynamodb_log.py), so its seq is contiguous with
 theirs across writers. A writer that dies between the two leaves the comment deleted and
 hidden, without a delete entry for viewers who saw it live (they lose it on their next load).
-Slow mode's claim is one conditional PutItem, atomic across writers. Times are the endpoint's
-clock (DynamoLog._now), the one clock every writer shares. Mixed into DynamoStorage.
+Erasing a user reads the user's shown comments from a sparse index (their `live_user`, which the
+mark removes), at most `limit` of them, and deletes each as above: each video's one after another,
+a few videos at once. A comment posted just before may miss a call (global secondary indexes are
+eventually consistent); the next call finds it. Slow mode's claim is one conditional PutItem,
+atomic across writers. Times are the endpoint's clock (DynamoLog._now), the one clock every
+writer shares. Mixed into DynamoStorage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from dataclasses import replace
 
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
 from livecomments.model import Comment
 from livecomments.storage.base import MAX_SLOW_MODE_S
-from livecomments.storage.dynamodb_client import conflict, get_i, get_n, get_s, n, query_all, s
+from livecomments.storage.dynamodb_client import INDEXES, conflict, get_i, get_n, get_s, n, query_all, s
 from livecomments.storage.dynamodb_keys import DynamoKeys
 from livecomments.storage.dynamodb_log import entry_item
 from livecomments.storage.errors import NoSuchComment, NotYourComment
+
+USER_INDEX, LIVE_USER = INDEXES["comments"]
+ERASE_VIDEOS_AT_ONCE = 8
+# Shown, not a delete entry: what a delete may still mark (a comment pruned meanwhile fails it too).
+SHOWN = "#d = :f AND attribute_not_exists(#del)"
 
 
 class DynamoModeration(DynamoKeys):
@@ -32,19 +42,82 @@ class DynamoModeration(DynamoKeys):
             raise NoSuchComment(f"{video_id} has no comment {seq}")
         if not moderator and get_s(item, "user_id") != by:
             raise NotYourComment(f"comment {seq} of {video_id} is someone else's")
-        try:
-            await self._call("update_item", TableName=self._t["comments"], Key=key,
-                             UpdateExpression="SET #d = :t, #x = :e", ConditionExpression="#d = :f",
-                             ExpressionAttributeNames={"#d": "deleted", "#x": "text"},
-                             ExpressionAttributeValues={":t": {"BOOL": True}, ":f": {"BOOL": False}, ":e": s("")})
-        except ClientError as e:
-            if conflict(e):
-                return None  # deleted before: nothing new to say
-            raise
+        if not await self._mark_deleted(video_id, seq):
+            return None  # deleted before: nothing new to say
         entry = Comment(video_id, 0, "", "", self._now(), by, deletes=seq)
         head = await self._put_next(video_id, await self._top(video_id), entry_item(entry, secrets.token_hex(8)))
         await self._raise_head(video_id, head)
-        return Comment(video_id, head, "", "", entry.created_at, by, deletes=seq)
+        return replace(entry, seq=head)
+
+    async def _mark_deleted(self, video_id: str, seq: int) -> bool:
+        """Erase a shown comment's text and take it out of the user index; False if it was not shown."""
+        try:
+            await self._call("update_item", TableName=self._t["comments"], Key={"video_id": s(video_id), "seq": n(seq)},
+                             UpdateExpression="SET #d = :t, #x = :e REMOVE #lu", ConditionExpression=SHOWN,
+                             ExpressionAttributeNames={"#d": "deleted", "#x": "text", "#lu": LIVE_USER, "#del": "deletes"},
+                             ExpressionAttributeValues={":t": {"BOOL": True}, ":f": {"BOOL": False}, ":e": s("")})
+        except ClientError as e:
+            if conflict(e):
+                return False
+            raise
+        return True
+
+    async def erase_user(self, user: str, *, by: str, limit: int) -> tuple[list[Comment], bool]:
+        page = await self._call("query", TableName=self._t["comments"], IndexName=USER_INDEX,
+                                KeyConditionExpression="#lu = :u", ExpressionAttributeNames={"#lu": LIVE_USER},
+                                ExpressionAttributeValues={":u": s(user)}, Limit=limit + 1)
+        found = page.get("Items", [])
+        videos: dict[str, list[int]] = {}
+        for item in found[:limit]:
+            videos.setdefault(get_s(item, "video_id") or "", []).append(get_i(item, "seq"))
+        gate = asyncio.Semaphore(ERASE_VIDEOS_AT_ONCE)
+
+        async def erase_from(video_id: str, seqs: list[int]) -> list[Comment]:
+            async with gate:
+                return await self._erase_from(video_id, sorted(seqs), by)
+
+        erased = await asyncio.gather(*(erase_from(v, seqs) for v, seqs in sorted(videos.items())),
+                                      return_exceptions=True)
+        for result in erased:
+            if isinstance(result, BaseException):
+                raise result  # after every video's work ended: nothing left running
+        done = len(found) <= limit and "LastEvaluatedKey" not in page  # (a key there: a page cut at 1 MB)
+        return [e for entries in erased if not isinstance(entries, BaseException) for e in entries], done
+
+    async def _erase_from(self, video_id: str, seqs: list[int], by: str) -> list[Comment]:
+        """Delete those of `seqs` still shown, their entries one after another from the video's top."""
+        top, entries = await self._top(video_id), []
+        for seq in seqs:
+            if await self._mark_deleted(video_id, seq):
+                entry = Comment(video_id, 0, "", "", self._now(), by, deletes=seq)
+                top = await self._put_next(video_id, top, entry_item(entry, secrets.token_hex(8)))
+                entries.append(replace(entry, seq=top))
+        if entries:
+            await self._raise_head(video_id, top)
+        return entries
+
+    async def _index_old_comments(self) -> None:
+        """Once per table set: give the shown comments stored before the user index their
+        `live_user` (a paged Scan; each update conditional on the comment still being shown, so
+        one deleted meanwhile stays out). Every writer may run it at once: it is idempotent."""
+        marker = {"name": s("live_user_index")}
+        if "Item" in await self._call("get_item", TableName=self._t["meta"], Key=marker, ConsistentRead=True):
+            return
+        names = {"#d": "deleted", "#del": "deletes", "#lu": LIVE_USER, "#q": "seq"}
+        async for item in query_all(self._client, scan=True, TableName=self._t["comments"], ConsistentRead=True,
+                                    FilterExpression=f"{SHOWN} AND attribute_exists(user_id) AND attribute_not_exists(#lu)",
+                                    ProjectionExpression="video_id, #q, user_id", ExpressionAttributeNames=names,
+                                    ExpressionAttributeValues={":f": {"BOOL": False}}):
+            try:
+                await self._call("update_item", TableName=self._t["comments"],
+                                 Key={"video_id": item["video_id"], "seq": item["seq"]},
+                                 UpdateExpression="SET #lu = :u", ConditionExpression=SHOWN,
+                                 ExpressionAttributeNames={"#d": "deleted", "#del": "deletes", "#lu": LIVE_USER},
+                                 ExpressionAttributeValues={":u": item["user_id"], ":f": {"BOOL": False}})
+            except ClientError as e:
+                if not conflict(e):
+                    raise
+        await self._call("put_item", TableName=self._t["meta"], Item={**marker, "value": s("1")})
 
     async def ban(self, video_id: str, user: str, ttl_s: float) -> float | None:
         key = {"video_id": s(video_id), "user_id": s(user)}

@@ -60,7 +60,7 @@ class GroupCommit:
                 except Exception as e:  # the batch was rolled back: nothing of it is stored
                     for _, fut in batch:
                         if not fut.done():
-                            fut.set_exception(e)
+                            _fail(fut, e)
                     continue
                 finally:
                     self._committing = 0
@@ -70,8 +70,16 @@ class GroupCommit:
                     if fut.done():
                         continue
                     if isinstance(outcome, StorageError):
-                        fut.set_exception(outcome)
+                        _fail(fut, outcome)
                     else:
                         fut.set_result(outcome)
         finally:
             self._flusher = None
+
+
+def _fail(fut: asyncio.Future[Comment], error: BaseException) -> None:
+    """Fail a post's future, marked read: `add` awaits it under asyncio.shield, which (Python 3.11)
+    unhooks itself when its request is cancelled, and asyncio would then log "Future exception was
+    never retrieved" with a traceback for each post whose client left while its batch failed."""
+    fut.set_exception(error)
+    fut.exception()
