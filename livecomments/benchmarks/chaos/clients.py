@@ -155,12 +155,20 @@ class Viewer:
 
 
 class StalledViewer:
-    """A viewer with a tiny receive window that reads up to the stream's first frame and then
-    never reads again: the server must cut it (its slow-viewer counter says so), not buffer for
-    it. A bare socket: a StreamReader would go on reading into its own buffer."""
+    """A viewer with a tiny receive window that reads like any other until `stall()`, then never
+    reads again: the server must cut it (its slow-viewer counter says so), not buffer for it. A
+    bare socket: a StreamReader would go on reading into its own buffer.
+
+    It stalls only when told, not from its first frame: the server sets TCP_USER_TIMEOUT on
+    streams, and Linux applies it to a zero window too, so a peer stalled for that long (30 s)
+    is dropped by the kernel, a disconnect the slow-viewer counter rightly does not count. A
+    stall through a whole fault run on a slow store would so end that way, and the run could
+    not tell whether the server's own bound works."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.ended_early = False  # the server ended the stream while it still read
+        self._reading = asyncio.create_task(self._read())
 
     @classmethod
     async def open(cls, url: str, video: str, rcvbuf: int = 4096, timeout: float = 10.0) -> StalledViewer:
@@ -186,5 +194,36 @@ class StalledViewer:
             raise
         return cls(sock)
 
-    def close(self) -> None:
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while await loop.sock_recv(self.sock, 65536):
+                pass
+        except OSError:
+            pass
+        self.ended_early = True
+
+    async def stall(self) -> bool:
+        """Stop reading, for good; False if the stream had already ended (nothing to test)."""
+        self._reading.cancel()
+        await asyncio.gather(self._reading, return_exceptions=True)
+        return not self.ended_early
+
+    async def ended(self, timeout: float = 10.0) -> bool:
+        """Whether the server ended the stream: read what the kernel still holds for it (at most
+        its send buffer) up to the end (a cut) or a reset; still streaming after `timeout`: not."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                while await loop.sock_recv(self.sock, 1 << 20):
+                    pass
+        except TimeoutError:
+            return False
+        except OSError:
+            pass  # reset: the server aborted it
+        return True
+
+    async def close(self) -> None:
+        self._reading.cancel()
+        await asyncio.gather(self._reading, return_exceptions=True)
         self.sock.close()

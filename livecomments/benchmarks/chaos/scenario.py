@@ -21,13 +21,16 @@ from livecomments.benchmarks.chaos.clients import Poster, StalledViewer, Viewer
 from livecomments.benchmarks.chaos.nodes import Node, PeakRss, signal_tree
 from livecomments.benchmarks.chaos.stores import ChaosStore
 from livecomments.benchmarks.common import parse_metrics
+from livecomments.edge.stream import TCP_USER_TIMEOUT_MS
 from livecomments.ops.procs import RedisServer, free_port
 from livecomments.ops.services import EtcdServer
 
 SECRET = "chaos-secret"
-FLOOD = "flood"  # big comments on this video fill the stalled viewer's buffers
-FLOOD_PAD = 50_000
-FLOOD_PAUSE = 0.05  # ~1 MB/s: past loopback's kernel buffers (a few MB) well within the run
+FLOOD = "flood"  # big comments on this video: its viewers get them through the faults, then the stalled one
+FLOOD_PAD = 50_000  # its SSE line stays under the 128 KiB an aiohttp reader takes
+FLOOD_PAUSE = 0.05
+FLOOD_PARALLEL = 4  # posts in flight while flooding the stalled viewer: a slow store (moto) keeps pace
+VIEWER_BUFFER = 64 * 1024
 SLOW_CUT = "livecomments_slow_viewers_disconnected_total"
 GIVE_UP = 90.0  # posters finish their in-flight post (its retries are bounded by clients.GIVE_UP_AFTER)
 
@@ -72,7 +75,7 @@ class System:
             EtcdServer(workdir / "etcd") if dispatcher else RedisServer(workdir / "redis"))
         self.store = store
         common = ["--strategy", strategy.strategy, "--partitions", str(strategy.partitions),
-                  "--storage", store.database(), "--viewer-buffer", str(64 * 1024),
+                  "--storage", store.database(), "--viewer-buffer", str(VIEWER_BUFFER),
                   "--max-text", str(FLOOD_PAD + 100), "--ping-interval", "2", "--registry-ttl", "2",
                   "--log-level", "warning"]
         common += (["--registry", self.service.url, "--cluster-secret", SECRET] if dispatcher
@@ -195,25 +198,58 @@ async def run(strategy: Strategy, settings: Settings, store: ChaosStore, workdir
     return summary
 
 
-async def flood_until_cut(session: aiohttp.ClientSession, flood: Poster, realtime_url: str,
-                          budget: int = 400) -> bool:
-    """Whether the stalled viewer was cut, posting more big comments first if it is still held:
-    what the run posted may not have filled the kernel's buffers yet (a verdict on the server,
-    not on the volume). At most `budget` more posts (20 MB)."""
-    for i in range(budget + 1):
-        if i % 10 == 0:
-            async with session.get(f"{realtime_url}/metrics") as resp:
-                if parse_metrics(await resp.text()).get(SLOW_CUT, 0) >= 1:
-                    return True
-        await flood.post_next(session)
-    return False
+def kernel_send_buffer() -> int:
+    """The most a server socket's send buffer grows to (autotuned: a few MB on loopback)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, IndexError, ValueError):
+        return 4 << 20
+
+
+async def slow_cuts(session: aiohttp.ClientSession, realtime_url: str) -> float:
+    async with session.get(f"{realtime_url}/metrics") as resp:
+        return parse_metrics(await resp.text()).get(SLOW_CUT, 0)
+
+
+async def flood_until_cut(session: aiohttp.ClientSession, flood: Poster, stalled: StalledViewer,
+                          realtime_url: str, log: Callable[[str], None]) -> bool:
+    """Whether the stalled viewer, once it stops reading, is cut at the server's bound while its
+    peers read on: big comments posted until the server counts one slow viewer (it alone) and
+    its stream has ended. What it is owed is counted in bytes acked since it stalled: the
+    kernel's buffers (sender's autotuned send buffer) and viewer_buffer hold less than half the
+    budget, so a server still holding it past the budget is at fault. The flood must outrun
+    TCP_USER_TIMEOUT (the kernel drops a zero window that old, not counted as slow): posting
+    slower than that says nothing of the bound, and is reported as such."""
+    budget = 2 * (kernel_send_buffer() + VIEWER_BUFFER)
+    before = await slow_cuts(session, realtime_url)
+    if not await stalled.stall():
+        log("stalled viewer: its stream ended before it stalled")
+        return False
+    started, first = time.monotonic(), len(flood.acked)
+    sent = 0
+    while True:
+        cuts = await slow_cuts(session, realtime_url) - before
+        elapsed = time.monotonic() - started
+        if cuts:
+            ended = await stalled.ended()
+            log(f"stalled viewer: {cuts:g} slow cut(s) after {sent / 2**20:.1f} MB in {elapsed:.1f} s; "
+                f"its stream {'ended' if ended else 'still open'}")
+            return cuts == 1 and ended
+        if sent >= budget or elapsed * 1000 > TCP_USER_TIMEOUT_MS:
+            why = ("the server still holds it" if sent >= budget else
+                   f"too slow a flood to test the bound: TCP_USER_TIMEOUT ({TCP_USER_TIMEOUT_MS / 1000:g} s) comes first")
+            log(f"stalled viewer: not cut after {sent / 2**20:.1f} MB in {elapsed:.1f} s: {why}")
+            return False
+        await asyncio.gather(*(flood.post_next(session) for _ in range(FLOOD_PARALLEL)))
+        sent = sum(len(ack.text) for ack in flood.acked[first:])
 
 
 async def _drive(system: System, settings: Settings, session: aiohttp.ClientSession,
                  log: Callable[[str], None]) -> Summary:
     urls = [node.url for node in system.realtimes]
     videos = [f"v{i}" for i in range(settings.videos)]
-    # rt1 is never killed: the stalled viewer's cut is the server's doing, not a crash's.
+    # rt1 is never killed: the stalled viewer's cut is the server's doing, not a crash's. It reads
+    # through the faults and stalls once they are over (StalledViewer says why).
     stalled = await StalledViewer.open(urls[1], FLOOD)
     viewers = [Viewer(videos[i % len(videos)], urls, pick=i) for i in range(settings.viewers)]
     viewers += [Viewer(FLOOD, urls, pick=i) for i in range(2)]
@@ -233,13 +269,14 @@ async def _drive(system: System, settings: Settings, session: aiohttp.ClientSess
         stop.set()
         async with asyncio.timeout(GIVE_UP):
             await asyncio.gather(*posting)
-        stalled_cut = await flood_until_cut(session, posters[-1], urls[1])
+        stalled_cut = await flood_until_cut(session, posters[-1], stalled, urls[1],
+                                            lambda line: log(f"  {system.strategy.label}: {line}"))
         stored = {v: await stored_comments(session, system.writer.url, v) for v in [*videos, FLOOD]}
         deadline = time.monotonic() + settings.settle
         while time.monotonic() < deadline and not all(caught_up(v, stored) for v in viewers):
             await asyncio.sleep(0.2)  # viewers catch up by themselves (repair, reconnect): poll their state
     finally:
-        stalled.close()
+        await stalled.close()
         for task in [*tasks, *posting]:
             task.cancel()
         await asyncio.gather(*tasks, *posting, return_exceptions=True)

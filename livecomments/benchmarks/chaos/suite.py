@@ -45,7 +45,8 @@ def report(summaries: list[Summary], settings: scenario.Settings, quick: bool, s
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. One writer and two realtime processes per strategy on "
         f"{name}; {settings.viewers} viewers over {settings.videos} videos reconnecting with Last-Event-ID, "
-        f"{settings.posters} posters retrying with Idempotency-Key, one stalled viewer; each fault held "
+        f"{settings.posters} posters retrying with Idempotency-Key, one viewer that stops reading once the faults "
+        f"are over (big comments then posted until the server cuts it); each fault held "
         f"{settings.hold:g} s: {faults}.",
         "Every count but acked, reconnects, RSS and seconds should be 0, and the stalled viewer cut. "
         "A failed start (retried, as a supervisor would) is a process that exited with an error; the run logs why.",
