@@ -37,11 +37,6 @@ SPEC = openapi.load()
 SECRET = "openapi-fuzz-secret-" + "k" * 32
 TIMEOUT = 10.0
 
-# Operations and codes other engineers are adding in parallel (issue 22). Each is tolerated only
-# while the code does not have it yet; once it lands, it is checked like the rest.
-PENDING_ROUTES = {("DELETE", "/v1/users/{sub}/comments"), ("GET", "/client/livecomments.js")}
-PENDING_CODES = {"token_expired"}
-
 
 def _routes(app: web.Application) -> tuple[set[tuple[str, str]], list[str]]:
     """(method, path template) of every public route, and the prefixes of static resources.
@@ -99,7 +94,7 @@ def test_every_route_is_described_and_every_operation_is_routed(app_routes: Rout
     implied = {("HEAD", path) for method, path in routes if method == "GET"} - described
     assert sorted(routes - implied - described) == []
     missing = {op for op in described - routes if not any(op[1].startswith(p) for p in static)}
-    assert sorted(missing - PENDING_ROUTES) == []
+    assert sorted(missing) == []
 
 
 def test_api_md_lists_every_operation_with_the_roles_that_answer_it(app_routes: Routes) -> None:
@@ -111,8 +106,6 @@ def test_api_md_lists_every_operation_with_the_roles_that_answer_it(app_routes: 
     assert sorted(rows.keys() ^ _spec_operations()) == []
     for operation, role in rows.items():
         answering = {r for r, (found, _) in app_routes.items() if operation in found}
-        if operation in PENDING_ROUTES and not answering:
-            continue
         expected = {"all": {"both", "writer", "realtime"}, "writer": {"both", "writer"},
                     "realtime": {"both", "realtime"}}[role]
         assert (operation, answering) == (operation, expected)
@@ -162,7 +155,7 @@ def test_every_code_in_the_description_is_one_the_code_raises() -> None:
         return code in literals or (code.startswith("invalid_") and code[len("invalid_"):] in literals)
 
     every = set().union(*_spec_codes().values())
-    assert sorted(code for code in every if not raised(code) and code not in PENDING_CODES) == []
+    assert sorted(code for code in every if not raised(code)) == []
 
 
 # -- against a real server ---------------------------------------------------------------------
@@ -231,13 +224,8 @@ def _token(case: Any) -> str | None:
 
 @schema.parametrize()
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-def test_the_server_keeps_to_the_description(
-    case: Any, server: str, app_routes: Routes,
-) -> None:
+def test_the_server_keeps_to_the_description(case: Any, server: str) -> None:
     """No 500, and every answer has a documented status, content type, headers and body."""
-    operation = (case.method.upper(), case.path)
-    if operation in PENDING_ROUTES and operation not in app_routes["both"][0]:  # excluded until it lands
-        pytest.skip(f"{case.method.upper()} {case.path} is not in this checkout yet (being added in parallel)")
     token = _token(case)
     if token is not None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -15,11 +14,10 @@ from aiohttp.test_utils import TestServer
 
 from livecomments.edge.app import create_app
 from tests import conftest
-from tests.fixtures.raw_stream import stalled_stream
 from tests.helpers import metric, post, until_metric
 from tests.sse import open_stream
 from tests.test_stream_caps import _non_loopback_address
-from tests.ws import open_ws
+from tests.ws import open_ws, stalled_ws
 
 UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"}
 
@@ -77,14 +75,6 @@ async def test_websockets_past_the_per_address_cap_are_refused(tmp_path: Path):
             await until_metric(session, base, "livecomments_connections", 0, timeout=5)
     finally:
         await server.close()
-
-
-async def stalled_ws(base: str, video: str) -> socket.socket:
-    """Complete the upgrade over a bare socket with a small receive buffer, read up to the
-    greeting (sent once live), then never read again: a client that stopped reading."""
-    key = base64.b64encode(os.urandom(16)).decode()
-    return await stalled_stream(base, f"/v1/videos/{video}/ws", headers={**UPGRADE, "Sec-WebSocket-Key": key},
-                                until=b'"type":"viewers"', status=b"101")
 
 
 async def test_a_websocket_that_stops_reading_is_cut_at_the_bound(start_server, session):
