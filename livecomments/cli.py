@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from livecomments import __version__
-from livecomments.config import ROLES, STRATEGIES, Config, ConfigError, load, masked, options
+from livecomments.config import ROLES, STRATEGIES, Config, ConfigError, masked
+from livecomments.config_layers import load, options
 
 CHOICES = {"role": click.Choice(ROLES), "strategy": click.Choice(STRATEGIES)}
 TYPES = {str: click.STRING, int: click.INT, float: click.FLOAT, tuple: click.STRING}  # tuple: comma-separated

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from livecomments.config import ConfigError, load
+from livecomments.config import ConfigError
+from livecomments.config_layers import load
 
 ROOT = Path(__file__).parent.parent
 SCRIPT = Path(sys.executable).parent / "livecomments"  # the console script pip installed

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from livecomments.config import ConfigError, load, options
+from livecomments.config import ConfigError
+from livecomments.config_layers import load, options
 from tests.fixtures.etcd import EtcdProcess
 from tests.fixtures.processes import free_port, serve_args
 from tests.helpers import post, status, until_status

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from livecomments.cli import main
-from livecomments.config import ConfigError, load
+from livecomments.config import ConfigError
+from livecomments.config_layers import load
 from tests.conftest import StartServer, make_config
 from tests.helpers import post_reply
 from tests.sse import open_stream

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from livecomments.config import options
+from livecomments.config_layers import options
 
 ROOT = Path(__file__).parent.parent
 

@@ -7,7 +7,8 @@ from typing import Any
 import click
 from cryptography.hazmat.primitives import serialization
 
-from livecomments.config import ConfigError, load
+from livecomments.config import ConfigError
+from livecomments.config_layers import load
 from livecomments.tokens import TokenKeyError, algorithm_of, mint
 
 
