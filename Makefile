@@ -20,7 +20,7 @@ $(VENV)/.test: $(VENV)/.run
 # The demo URL first (host and port as the server will read them: the file, then LIVECOMMENTS_*);
 # a config the server refuses prints nothing here and its one-line error below.
 serve: $(VENV)/.run
-	@$(PY) -c 'import sys; from livecomments.config import load; c = load(sys.argv[1]); \
+	@$(PY) -c 'import sys; from livecomments.config_layers import load; c = load(sys.argv[1]); \
 	  h = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(c.host, c.host); h = f"[{h}]" if ":" in h else h; \
 	  print(f"livecomments demo: http://{h}:{c.port}/ (Ctrl-C stops it)" if c.port else "livecomments demo: on the port below")' \
 	  config/livecomments.toml 2>/dev/null || true
