@@ -53,10 +53,12 @@ lint: $(VENV)/.test
 bench: system-deps $(VENV)/.test
 	$(VENV)/bin/livecomments bench all --quick
 
-# The fault suite (not part of `make test`: ~4 min); its table goes to benchmarks/results/chaos.md.
+# The fault suite on PostgreSQL, then on DynamoDB (moto) (not part of `make test`: ~4 min each);
+# its tables go to benchmarks/results/chaos.md and chaos-dynamodb.md.
 # `livecomments bench chaos --quick` is the 1.5-minute version (its table goes to benchmarks/scratch/).
 chaos: system-deps $(VENV)/.test
 	$(VENV)/bin/livecomments bench chaos
+	$(VENV)/bin/livecomments bench chaos --storage dynamodb
 
 # The demo page at desktop and phone widths, and the cluster dashboard under load (headless Chromium) → docs/screenshots/*.png
 screenshots: system-deps $(VENV)/.test
