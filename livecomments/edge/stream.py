@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import web
 from aiohttp.http import HttpVersion11
@@ -151,20 +151,28 @@ class _Sender:
         """Write frames in order; False if the viewer was cut instead (now, or meanwhile by the hub)."""
         if self.viewer.dropped is not None:
             return False
-        piece: list[bytes] = []
-        size = 0
-        for i, frame in enumerate(frames):
-            piece.append(frame)
-            size += len(frame)
-            if size >= PIECE or i == len(frames) - 1:
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        await self.resp.write(b"".join(piece))
-                except TimeoutError:
-                    self.viewer.drop("slow")
-                    return False
-                piece, size = [], 0
+        for piece in pieces(frames):
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self.resp.write(piece)
+            except TimeoutError:
+                self.viewer.drop("slow")
+                return False
         return True
+
+
+def pieces(frames: list[bytes]) -> Iterator[bytes]:
+    """The frames, in order, joined into writes of about PIECE bytes (the SSE and WebSocket catch-ups)."""
+    piece: list[bytes] = []
+    size = 0
+    for frame in frames:
+        piece.append(frame)
+        size += len(frame)
+        if size >= PIECE:
+            yield b"".join(piece)
+            piece, size = [], 0
+    if piece:
+        yield b"".join(piece)
 
 
 def _set_user_timeout(sock: socket.socket | None) -> None:

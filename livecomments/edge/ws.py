@@ -50,7 +50,7 @@ from livecomments.edge.auth import AUTHENTICATOR, USER
 from livecomments.edge.cors import CORS_POLICY
 from livecomments.edge.errors import STORAGE_REFUSALS
 from livecomments.edge.keys import CONFIG, HUB, STORAGE
-from livecomments.edge.stream import PIECE, STREAM_GATE, TOO_MANY_STREAMS, _set_user_timeout
+from livecomments.edge.stream import STREAM_GATE, TOO_MANY_STREAMS, _set_user_timeout, pieces
 from livecomments.edge.writer import accept_post, check_idempotency_key
 from livecomments.errors import STORAGE_UNAVAILABLE, ApiError, retry_after
 from livecomments.model import parse_seq, parse_video_id
@@ -146,15 +146,9 @@ class _Sender:
 
     async def __call__(self, frames: list[bytes]) -> bool:
         """Write frames in order; False if the viewer was cut instead (now, or meanwhile by the hub)."""
-        piece: list[bytes] = []
-        size = 0
-        for i, frame in enumerate(frames):
-            piece.append(frame)
-            size += len(frame)
-            if size >= PIECE or i == len(frames) - 1:
-                if not await self._write(b"".join(piece)):
-                    return False
-                piece, size = [], 0
+        for piece in pieces(frames):
+            if not await self._write(piece):
+                return False
         return self.viewer.dropped is None
 
     async def _write(self, data: bytes) -> bool:
