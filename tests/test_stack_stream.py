@@ -10,6 +10,7 @@ storage takes part, not the stalled-viewer floods (fan-out only, and slow to pos
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -41,6 +42,28 @@ async def next_comment_or_reset(stream: SSEReader) -> Event:
 
 async def assert_exactly(stream: SSEReader, seqs: list[int], timeout: float = 15.0) -> None:
     assert [c["seq"] for c in await stream.comments(len(seqs), timeout=timeout)] == seqs
+
+
+async def flood_until_cut(stack: Stack, session: aiohttp.ClientSession, video: str,
+                          keeps_up: Callable[[list[int]], Awaitable[None]]) -> None:
+    """Big comments to `video` until the realtime process cuts its one stalled viewer, the fast
+    viewer getting each (`keeps_up(seqs)`) meanwhile and after; exactly one viewer cut."""
+    url = stack.realtime_url
+    cut_before = await metric(session, url, SLOW_CUT)
+    text = "x" * (MAX_TEXT - 10)
+    sent = 0
+    async with asyncio.timeout(45):
+        # Loopback kernel buffers absorb a few MB before the server has to hold anything.
+        while await metric(session, url, SLOW_CUT) == cut_before:
+            assert sent < 400, "a stalled viewer was never cut"
+            for _ in range(10):
+                await post(session, stack.writer_url, video, text)
+            sent += 10
+            await keeps_up(list(range(sent - 9, sent + 1)))  # keeps up meanwhile
+        for _ in range(5):  # after the cut the fan-out goes on for the others
+            await post(session, stack.writer_url, video, "after")
+        await keeps_up(list(range(sent + 1, sent + 6)))
+    assert await metric(session, url, SLOW_CUT) == cut_before + 1
 
 
 async def test_every_viewer_gets_every_comment_once_in_order(stack: Stack, session: aiohttp.ClientSession):
@@ -85,24 +108,10 @@ async def test_a_stalled_viewer_is_cut_and_does_not_delay_the_others(
     stack: Stack, session: aiohttp.ClientSession,
 ):
     video, url = "flood", stack.realtime_url
-    cut_before = await metric(session, url, SLOW_CUT)
     fast = await open_stream(session, url, video)
     slow = await RawStream.open(url, video, rcvbuf=4096)  # never read from again
-    text = "x" * (MAX_TEXT - 10)
     try:
-        sent = 0
-        async with asyncio.timeout(45):
-            # Loopback kernel buffers absorb a few MB before the server has to hold anything.
-            while await metric(session, url, SLOW_CUT) == cut_before:
-                assert sent < 400, "a stalled viewer was never cut"
-                for _ in range(10):
-                    await post(session, stack.writer_url, video, text)
-                sent += 10
-                await assert_exactly(fast, list(range(sent - 9, sent + 1)))  # keeps up meanwhile
-            for _ in range(5):  # after the cut the fan-out goes on for the others
-                await post(session, stack.writer_url, video, "after")
-            await assert_exactly(fast, list(range(sent + 1, sent + 6)))
-        assert await metric(session, url, SLOW_CUT) == cut_before + 1
+        await flood_until_cut(stack, session, video, lambda seqs: assert_exactly(fast, seqs))
     finally:
         slow.close()
 
@@ -256,24 +265,10 @@ async def test_ws_a_stalled_viewer_is_cut_and_does_not_delay_the_others(
     stack: Stack, session: aiohttp.ClientSession,
 ):
     video, url = "ws-flood", stack.realtime_url
-    cut_before = await metric(session, url, SLOW_CUT)
     fast = await open_ws(session, url, video)
     slow = await stalled_ws(url, video)  # never read from again
-    text = "x" * (MAX_TEXT - 10)
     try:
-        sent = 0
-        async with asyncio.timeout(45):
-            # Loopback kernel buffers absorb a few MB before the server has to hold anything.
-            while await metric(session, url, SLOW_CUT) == cut_before:
-                assert sent < 400, "a stalled WebSocket viewer was never cut"
-                for _ in range(10):
-                    await post(session, stack.writer_url, video, text)
-                sent += 10
-                await ws_assert_exactly(fast, list(range(sent - 9, sent + 1)))  # keeps up meanwhile
-            for _ in range(5):  # after the cut the fan-out goes on for the others
-                await post(session, stack.writer_url, video, "after")
-            await ws_assert_exactly(fast, list(range(sent + 1, sent + 6)))
-        assert await metric(session, url, SLOW_CUT) == cut_before + 1
+        await flood_until_cut(stack, session, video, lambda seqs: ws_assert_exactly(fast, seqs))
     finally:
         slow.close()
 
