@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -66,10 +68,35 @@ async def flood_until_cut(stack: Stack, session: aiohttp.ClientSession, video: s
     assert await metric(session, url, SLOW_CUT) == cut_before + 1
 
 
-async def test_every_viewer_gets_every_comment_once_in_order(stack: Stack, session: aiohttp.ClientSession):
-    hot, quiet = "all-hot", "all-quiet"
-    viewers = [await open_stream(session, url, hot) for url in stack.realtime_urls for _ in range(2)]
-    quiet_viewer = await open_stream(session, stack.realtime_urls[-1], quiet)
+@dataclass(frozen=True)
+class Transport:
+    """How a scenario opens a viewer (resuming after `since`) and checks the seqs it gets next."""
+    open: Callable[[aiohttp.ClientSession, str, str, int | None], Awaitable[Any]]
+    exactly: Callable[[Any, list[int]], Awaitable[None]]
+
+
+async def _open_sse(session: aiohttp.ClientSession, url: str, video: str, since: int | None) -> SSEReader:
+    return await open_stream(session, url, video, last_event_id=since)
+
+
+async def _open_ws(session: aiohttp.ClientSession, url: str, video: str, since: int | None) -> WSReader:
+    ws = await open_ws(session, url, video, **({} if since is None else {"since": since}))
+    ws.read_backlog_again()
+    return ws
+
+
+async def ws_assert_exactly(ws: WSReader, seqs: list[int], timeout: float = 15.0) -> None:
+    assert [c["seq"] for c in await ws.comments(len(seqs), timeout=timeout)] == seqs
+
+
+SSE = Transport(_open_sse, assert_exactly)
+WS = Transport(_open_ws, ws_assert_exactly)
+
+
+async def every_viewer_once_in_order(stack: Stack, session: aiohttp.ClientSession, over: Transport,
+                                     hot: str, quiet: str) -> None:
+    viewers = [await over.open(session, url, hot, None) for url in stack.realtime_urls for _ in range(2)]
+    quiet_viewer = await over.open(session, stack.realtime_urls[-1], quiet, None)
     for i in range(20):
         await post(session, stack.writer_url, hot, f"c{i}")
         if i % 5 == 0:
@@ -77,14 +104,13 @@ async def test_every_viewer_gets_every_comment_once_in_order(stack: Stack, sessi
     await post(session, stack.writer_url, hot, "end")  # a sentinel: anything extra shows up before it
     await post(session, stack.writer_url, quiet, "end")
     for viewer in viewers:
-        await assert_exactly(viewer, list(range(1, 22)))
-    await assert_exactly(quiet_viewer, list(range(1, 6)))
+        await over.exactly(viewer, list(range(1, 22)))
+    await over.exactly(quiet_viewer, list(range(1, 6)))
 
 
-async def test_resume_replays_then_goes_live_without_gap_or_duplicate(
-    stack: Stack, session: aiohttp.ClientSession,
-):
-    video = "seam"
+async def resume_seam(stack: Stack, session: aiohttp.ClientSession, over: Transport, video: str) -> None:
+    """A resume from 10 races posts in flight on the writer: it replays, then goes live, with no
+    gap and no duplicate at the seam."""
     for i in range(30):
         await post(session, stack.writer_url, video, f"old{i}")
     started = asyncio.Event()
@@ -96,11 +122,21 @@ async def test_resume_replays_then_goes_live_without_gap_or_duplicate(
 
     poster = asyncio.create_task(keep_posting())
     async with asyncio.timeout(10):
-        await started.wait()  # the resume races posts that are in flight on the writer
-    streams = [await open_stream(session, url, video, last_event_id=10) for url in stack.realtime_urls]
+        await started.wait()
+    viewers = [await over.open(session, url, video, 10) for url in stack.realtime_urls]
     await poster
-    for stream in streams:
-        await assert_exactly(stream, list(range(11, 71)))
+    for viewer in viewers:
+        await over.exactly(viewer, list(range(11, 71)))
+
+
+async def test_every_viewer_gets_every_comment_once_in_order(stack: Stack, session: aiohttp.ClientSession):
+    await every_viewer_once_in_order(stack, session, SSE, "all-hot", "all-quiet")
+
+
+async def test_resume_replays_then_goes_live_without_gap_or_duplicate(
+    stack: Stack, session: aiohttp.ClientSession,
+):
+    await resume_seam(stack, session, SSE, "seam")
 
 
 @stacks_where(on_sqlite)
@@ -111,7 +147,7 @@ async def test_a_stalled_viewer_is_cut_and_does_not_delay_the_others(
     fast = await open_stream(session, url, video)
     slow = await RawStream.open(url, video, rcvbuf=4096)  # never read from again
     try:
-        await flood_until_cut(stack, session, video, lambda seqs: assert_exactly(fast, seqs))
+        await flood_until_cut(stack, session, video, lambda seqs: SSE.exactly(fast, seqs))
     finally:
         slow.close()
 
@@ -215,49 +251,18 @@ async def test_viewers_get_everything_through_a_broker_outage(stack: Stack, sess
         await assert_exactly(stream, list(range(4, 16)), timeout=30)
 
 
-async def ws_assert_exactly(ws: WSReader, seqs: list[int], timeout: float = 15.0) -> None:
-    assert [c["seq"] for c in await ws.comments(len(seqs), timeout=timeout)] == seqs
 
 
 @stacks_where(over_ws)
 async def test_ws_every_viewer_gets_every_comment_once_in_order(stack: Stack, session: aiohttp.ClientSession):
-    hot, quiet = "ws-all-hot", "ws-all-quiet"
-    viewers = [await open_ws(session, url, hot) for url in stack.realtime_urls for _ in range(2)]
-    quiet_viewer = await open_ws(session, stack.realtime_urls[-1], quiet)
-    for i in range(20):
-        await post(session, stack.writer_url, hot, f"c{i}")
-        if i % 5 == 0:
-            await post(session, stack.writer_url, quiet, f"q{i}")
-    await post(session, stack.writer_url, hot, "end")  # a sentinel: anything extra shows up before it
-    await post(session, stack.writer_url, quiet, "end")
-    for viewer in viewers:
-        await ws_assert_exactly(viewer, list(range(1, 22)))
-    await ws_assert_exactly(quiet_viewer, list(range(1, 6)))
+    await every_viewer_once_in_order(stack, session, WS, "ws-all-hot", "ws-all-quiet")
 
 
 @stacks_where(over_ws)
 async def test_ws_resume_replays_then_goes_live_without_gap_or_duplicate(
     stack: Stack, session: aiohttp.ClientSession,
 ):
-    video = "ws-seam"
-    for i in range(30):
-        await post(session, stack.writer_url, video, f"old{i}")
-    started = asyncio.Event()
-
-    async def keep_posting() -> None:
-        for i in range(40):
-            await post(session, stack.writer_url, video, f"new{i}")
-            started.set()
-
-    poster = asyncio.create_task(keep_posting())
-    async with asyncio.timeout(10):
-        await started.wait()  # the resume races posts that are in flight on the writer
-    sockets = [await open_ws(session, url, video, since=10) for url in stack.realtime_urls]
-    await poster
-    for ws in sockets:
-        seen = [m["seq"] for m in ws.opening if m["type"] == "comment"]  # the backlog, before the greeting
-        seen += [m["seq"] for m in await ws.comments(70 - 10 - len(seen), timeout=15)]
-        assert seen == list(range(11, 71))
+    await resume_seam(stack, session, WS, "ws-seam")
 
 
 @stacks_where(over_ws)
@@ -268,7 +273,7 @@ async def test_ws_a_stalled_viewer_is_cut_and_does_not_delay_the_others(
     fast = await open_ws(session, url, video)
     slow = await stalled_ws(url, video)  # never read from again
     try:
-        await flood_until_cut(stack, session, video, lambda seqs: ws_assert_exactly(fast, seqs))
+        await flood_until_cut(stack, session, video, lambda seqs: WS.exactly(fast, seqs))
     finally:
         slow.close()
 

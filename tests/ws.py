@@ -39,6 +39,11 @@ class WSReader:
                 if msg["type"] in types:
                     return msg
 
+    def read_backlog_again(self) -> None:
+        """Let next() and comments() return the resume's backlog (`opening`) first, as an SSE
+        stream's reader returns a Last-Event-ID resume's."""
+        self._put_back[:0] = self.opening
+
     async def comments(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout):
             return [await self.next_of("comment", timeout=timeout) for _ in range(n)]
