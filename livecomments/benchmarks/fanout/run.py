@@ -61,23 +61,34 @@ def run_target(
         for pid in server.pids:
             argv += ["--pid", str(pid)]
         budget = 90 + len(rates) * (settings.warmup + settings.duration + 3)
-        out = subprocess.run(
-            servers.pinned(cores[1], argv), capture_output=True, timeout=budget, preexec_fn=raise_nofile
-        )
-        for line in out.stdout.decode().splitlines():
-            row = json.loads(line)
-            kind = row.pop("kind")
-            if kind == "memory":
-                result["memory"] = row
-            elif kind == "step":
-                result["steps"].append(row)
-            else:
-                result["error"] = row["error"]
-        if out.returncode and not result["error"]:
-            result["error"] = out.stderr.decode()[-500:]
+        for row in loadgen_rows(argv, cores[1], budget):
+            add_row(result, row)
     finally:
         server.stop()
     return result
+
+
+def loadgen_rows(argv: list[str], core: int | None, budget: float) -> list[dict[str, Any]]:
+    """Run a load generator (argv) pinned to core; its JSON lines, with an error row if it failed."""
+    try:
+        out = subprocess.run(servers.pinned(core, argv), capture_output=True, timeout=budget, preexec_fn=raise_nofile)
+    except subprocess.TimeoutExpired:
+        return [{"kind": "error", "error": f"load generator still running after {budget:.0f} s"}]
+    rows = [json.loads(line) for line in out.stdout.decode().splitlines() if line.startswith("{")]
+    if out.returncode and not any(row["kind"] == "error" for row in rows):
+        rows.append({"kind": "error", "error": out.stderr.decode(errors="replace")[-500:]})
+    return rows
+
+
+def add_row(result: dict[str, Any], row: dict[str, Any]) -> None:
+    """File one load-generator row into a target's result: its memory, a step, or its error."""
+    kind = row.pop("kind")
+    if kind == "memory":
+        result["memory"] = row
+    elif kind == "step":
+        result["steps"].append(row)
+    else:
+        result["error"] = row["error"]
 
 
 def drop_missing_peer(settings: Settings) -> None:

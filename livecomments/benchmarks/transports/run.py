@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from typing import Any
 from livecomments.benchmarks.common import raise_nofile
 from livecomments.benchmarks.fanout import report as fanout_report
 from livecomments.benchmarks.fanout import servers
+from livecomments.benchmarks.fanout.run import add_row, loadgen_rows
 from livecomments.benchmarks.transports import report
 
 LOADGEN = [sys.executable, "-m", "livecomments.benchmarks.transports.loadgen"]
@@ -81,19 +81,6 @@ def uncapped_connections() -> Iterator[None]:
             os.environ[MAX_CONNECTIONS] = before
 
 
-def loadgen(argv: list[str], core: int | None, budget: float) -> list[dict[str, Any]]:
-    """Run the load generator pinned to core; its JSON lines, with an error row if it failed."""
-    try:
-        out = subprocess.run(servers.pinned(core, [*LOADGEN, *argv]), capture_output=True, timeout=budget,
-                             preexec_fn=raise_nofile)
-    except subprocess.TimeoutExpired:
-        return [{"kind": "error", "error": f"load generator still running after {budget:.0f} s"}]
-    rows = [json.loads(line) for line in out.stdout.decode().splitlines() if line.startswith("{")]
-    if out.returncode and not any(row["kind"] == "error" for row in rows):
-        rows.append({"kind": "error", "error": out.stderr.decode(errors="replace")[-500:]})
-    return rows
-
-
 def measure(label: str, target: str, transport: str, viewers: int, settings: Settings,
             cores: tuple[int | None, int | None]) -> dict[str, Any]:
     """One fresh server, `viewers` viewers over `transport`: idle memory, then one step at the rate."""
@@ -109,14 +96,8 @@ def measure(label: str, target: str, transport: str, viewers: int, settings: Set
         argv = ["--transport", transport, "--port", str(server.port), *(f"--pid={pid}" for pid in server.pids),
                 "--viewers", str(viewers), "--rates", str(settings.rate), "--duration", str(settings.duration),
                 "--warmup", str(settings.warmup)]
-        for row in loadgen(argv, cores[1], 120 + viewers / 50 + settings.warmup + settings.duration):
-            kind = row.pop("kind")
-            if kind == "memory":
-                result["memory"] = row
-            elif kind == "step":
-                result["steps"].append(row)
-            else:
-                result["error"] = row["error"]
+        for row in loadgen_rows([*LOADGEN, *argv], cores[1], 120 + viewers / 50 + settings.warmup + settings.duration):
+            add_row(result, row)
     finally:
         server.stop()
     refused = {k: n for k, n in (result["memory"] or {}).get("served_by", {}).items() if k.startswith("refused")}
@@ -135,7 +116,7 @@ def round_trips(settings: Settings, cores: tuple[int | None, int | None]) -> dic
         return {"error": f"did not start: {e}"}
     try:
         budget = 60 + settings.round_trips * 0.1  # 50 ms a post is far past any answer on a working server
-        rows = loadgen(["--round-trips", str(settings.round_trips), "--port", str(server.port)], cores[1], budget)
+        rows = loadgen_rows([*LOADGEN, "--round-trips", str(settings.round_trips), "--port", str(server.port)], cores[1], budget)
     finally:
         server.stop()
     row = rows[-1] if rows else {"kind": "error", "error": "the load generator printed nothing"}
