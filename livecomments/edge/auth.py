@@ -59,6 +59,21 @@ def _bearer(request: web.Request) -> str | None:
     return None
 
 
+async def optional_user(request: web.Request) -> Identity | None:
+    """Who sent a request that needs no token (a public read): the identity the middleware set, or
+    the bearer token it carries verified here. A token that does not verify reads as anonymous:
+    the answer stays the public one."""
+    user = request.get(USER)
+    authenticator = request.app.get(AUTHENTICATOR)
+    if user is not None or authenticator is None:
+        return user
+    try:
+        token = _bearer(request)
+        return None if token is None else await authenticator.verify(token)
+    except Unauthorized:
+        return None
+
+
 def _needs_token(request: web.Request, authenticator: Authenticator | None) -> bool:
     if authenticator is None or request.method == "OPTIONS" or not request.path.startswith("/v1/"):
         return False

@@ -9,13 +9,12 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from livecomments.edge import cursor, moderation
-from livecomments.edge.auth import AUTHENTICATOR, USER
+from livecomments.edge.auth import USER, optional_user
 from livecomments.edge.keys import CONFIG, METRICS, STORAGE, STRATEGY
 from livecomments.edge.ratelimit import limit_post
 from livecomments.errors import ApiError, dumps
 from livecomments.model import Comment, parse_new_comment, parse_video_id
 from livecomments.storage.base import CommentLog
-from livecomments.tokens import Unauthorized
 
 MAX_KEY = 128
 
@@ -93,28 +92,13 @@ async def get_comments(request: web.Request) -> web.Response:
     more = len(comments) > limit
     comments = comments[:limit]
     nxt = cursor.encode(secret, video_id, comments[-1].seq) if more else None
-    if await _read_by_moderator(request):  # who posted (the token's sub, null when posting was open), for bans
+    reader = await optional_user(request)
+    if reader is not None and reader.moderator:  # who posted (the token's sub, null when posting was open), for bans
         body = {"comments": [{**c.to_dict(), "user": c.user} for c in comments], "next": nxt}
         # A page naming users must never be served to anyone else from a cache, shared or not.
         return web.json_response(body, dumps=dumps, headers={"Cache-Control": "private, no-store", "Vary": "Authorization"})
     body = {"comments": [c.to_dict() for c in comments], "next": nxt}
     return web.json_response(body, dumps=dumps, headers={"Vary": "Authorization"})
-
-
-async def _read_by_moderator(request: web.Request) -> bool:
-    """History is public: the identity middleware checks a token on it only under auth_streams.
-    A bearer token sent anyway is verified here; one that does not verify reads as anonymous
-    (the page stays public, it just names no users)."""
-    user = request.get(USER)
-    authenticator = request.app.get(AUTHENTICATOR)
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if user is None and authenticator is not None and scheme.lower() == "bearer" and token.strip():
-        try:
-            user = await authenticator.verify(token.strip())
-        except Unauthorized:
-            return False
-    return user is not None and user.moderator
 
 
 def _int_param(query: MultiMapping[str], name: str, default: int, low: int, high: int) -> int:
