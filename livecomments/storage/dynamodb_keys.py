@@ -11,6 +11,8 @@ the outcome unknown (a timeout after the request was sent: DynamoStorage._store 
 claim rather than releasing it): the waiter first looks for an entry stored under the key by
 that claimant (it died or failed before pointing the key) and adopts it, so a retry after a
 lost answer gets the comment that was stored, with its seq; else it takes the claim over.
+A claimant whose batch waited more than half the lease since its claims restamps `at` before
+storing (_renew_claim), so the lease measures a stalled writer, not a busy one's queue.
 A claimant that finds its claim taken over after storing (it stalled past the lease) erases
 its entry (a deleted one keeps seq contiguous) and answers 503: the post it retries gets the
 first comment, so a key never shows two comments. Not fenced (no transaction): a write the
@@ -116,6 +118,22 @@ class DynamoKeys(DynamoLog):
                 raise
             return False
         return True
+
+    async def _renew_claim(self, video_id: str, key: str, tok: str, claimed: float) -> None:
+        """Restamp a pending claim this post still holds (made at `claimed`), as it is about to store
+        its entry, once half its lease is gone: a batch that queued behind others' writes is a busy
+        writer, not a dead one, and its waiters must not take the key over from it. A claim taken
+        over meanwhile is left alone (found when the key is pointed)."""
+        if self._now() - claimed <= LEASE_S / 2:
+            return
+        try:
+            await self._call("update_item", TableName=self._t["keys"], Key={"video_id": s(video_id), "idem_key": s(key)},
+                             UpdateExpression="SET #a = :at", ConditionExpression="#t = :t AND attribute_not_exists(#q)",
+                             ExpressionAttributeNames={"#a": "at", "#t": "tok", "#q": "seq"},
+                             ExpressionAttributeValues={":at": n(self._now()), ":t": s(tok)})
+        except ClientError as e:
+            if not conflict(e):
+                raise
 
     async def _release_key(self, video_id: str, key: str, tok: str) -> None:
         """Free a claim whose post was not stored (best effort: a retry takes it over after the lease)."""
