@@ -214,3 +214,42 @@ async def test_a_post_given_up_on_an_unavailable_endpoint_logs_no_stray_error(
         assert "never retrieved" not in caplog.text
     finally:
         await store.close()
+
+
+async def test_a_claim_whose_batch_queued_past_half_its_lease_is_not_taken_over(
+    own_dynamodb_server: DynamoServer, quick_timeouts: None
+) -> None:
+    """Writer A claims a key, then its batch queues (0.8 s of a 1 s lease) and its entry's PutItem is
+    slow (0.5 s more): a busy writer, not a dead one. Writer B, posting the same key meanwhile, must
+    wait for A's comment rather than take the key over (A would then erase its entry and answer 503)."""
+    url = own_dynamodb_server.url()  # one table set for both writers
+    a, b = await open_storage(url), await open_storage(url)
+    claimed, claiming = asyncio.Event(), [False]
+
+    def note_the_claim(params: Any, **_: Any) -> None:
+        claiming[0] = a._t["keys"].encode() in params["body"]
+
+    async def queue_after_the_claim(**_: Any) -> None:
+        if claiming[0] and not claimed.is_set():
+            claimed.set()
+            await asyncio.sleep(0.8)  # the batch waits behind other writes: more than LEASE_S / 2
+
+    async def slow_entry(request: Any, **_: Any) -> None:
+        if b"_comments" in request.body and b"idem_key" in request.body:
+            await asyncio.sleep(0.5)  # A stores past the claim's first lease: only the renewal keeps it A's
+
+    a._client.meta.events.register("before-call.dynamodb.PutItem", note_the_claim)
+    a._client.meta.events.register("after-call.dynamodb.PutItem", queue_after_the_claim)
+    a._client.meta.events.register("before-send.dynamodb.PutItem", slow_entry)
+    try:
+        async with asyncio.timeout(15):
+            first = asyncio.create_task(a.add(NewComment("v", "a", "once"), "k1"))
+            await claimed.wait()
+            second = await b.add(NewComment("v", "a", "once"), "k1")
+            got = await first
+        assert (got.seq, second.seq) == (1, 1)
+        log = await b.since("v", 0, 10)
+        assert [(c.seq, c.text, c.deleted) for c in log] == [(1, "once", False)]
+    finally:
+        await a.close()
+        await b.close()
