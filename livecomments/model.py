@@ -31,6 +31,7 @@ _BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 # Control characters (category Cc) refused: in text all but tab and newlines, in an author all.
 TEXT_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 AUTHOR_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+ASCII_INVISIBLE = "".join(map(chr, range(0x21))) + "\x7f"  # spaces and controls: the ASCII that shows nothing
 
 
 @dataclass(slots=True, frozen=True)
@@ -117,6 +118,8 @@ def parse_new_comment(
         raise ApiError(422, "invalid_text", "text must be a string")
     if not isinstance(author, str):
         raise ApiError(422, "invalid_author", "author must be a string")
+    if text.isascii() and author.isascii():  # most posts: the same checks, in a few string methods
+        return _ascii_comment(video_id, text.strip(), author.strip(), max_text, max_author)
     _check_utf8(text, "text")
     _check_utf8(author, "author")
     text = _normalize(text)
@@ -128,6 +131,23 @@ def parse_new_comment(
     if len(text) > max_text:
         raise ApiError(422, "text_too_long", f"text is {len(text)} chars, max {max_text}")
     if not _visible(author):
+        raise ApiError(422, "author_empty", "author is empty or invisible")
+    if len(author) > max_author:
+        raise ApiError(422, "author_too_long", f"author is {len(author)} chars, max {max_author}")
+    return NewComment(video_id=video_id, author=author, text=text)
+
+
+def _ascii_comment(video_id: str, text: str, author: str, max_text: int, max_author: int) -> NewComment:
+    """parse_new_comment for ASCII text and author, stripped: NFC leaves ASCII as it is and it holds no
+    bidi control, so what is left to check is control characters and that something is visible
+    (a character from ! to ~: ASCII's only other characters are spaces and controls)."""
+    _check_controls(text, "text", TEXT_CONTROLS)
+    _check_controls(author, "author", AUTHOR_CONTROLS)
+    if not text.strip(ASCII_INVISIBLE):
+        raise ApiError(422, "text_empty", "text is empty or invisible")
+    if len(text) > max_text:
+        raise ApiError(422, "text_too_long", f"text is {len(text)} chars, max {max_text}")
+    if not author.strip(ASCII_INVISIBLE):
         raise ApiError(422, "author_empty", "author is empty or invisible")
     if len(author) > max_author:
         raise ApiError(422, "author_too_long", f"author is {len(author)} chars, max {max_author}")

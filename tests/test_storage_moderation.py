@@ -295,3 +295,28 @@ async def test_an_existing_sqlite_database_gets_the_user_index(tmp_path: Path) -
         assert done and sorted((e.video_id, e.deletes) for e in entries) == [("v", 1), ("w", 1)]
     finally:
         await store.close()
+
+
+async def test_an_existing_user_index_is_remade_without_anonymous_posts(tmp_path: Path) -> None:
+    """A database whose comments_by_user also took anonymous posts gets the narrower index on
+    open, and erasing a user still reads through it."""
+    url = f"sqlite:///{tmp_path}/before.db"
+    store = await open_storage(url)
+    await _post_as(store, "u-ana", "v")
+    await store.add(NewComment("v", "Anon", "open posting"))
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "before.db")
+    conn.execute("DROP INDEX comments_by_user")
+    conn.execute("CREATE INDEX comments_by_user ON comments (user_id, video_id, seq) WHERE deletes IS NULL AND deleted = 0")
+    conn.close()
+    store = await open_storage(url)
+    try:
+        entries, done = await store.erase_user("u-ana", by="m", limit=10)
+        assert done and [(e.video_id, e.deletes) for e in entries] == [("v", 1)]
+        assert [c.author for c in await store.page("v")] == ["Anon"]
+    finally:
+        await store.close()
+    conn = sqlite3.connect(tmp_path / "before.db")
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name='comments_by_user'").fetchone()[0]
+    conn.close()
+    assert "user_id IS NOT NULL" in sql

@@ -9,6 +9,8 @@ subscriber costs nothing, so what is measured is the HTTP edge plus storage.
 The DynamoDB rows run on moto's server started here (ops/dynamo_server.py): an in-memory emulator
 on the same cores, so they show our code's cost plus the emulator's (its CPU is reported), not AWS's.
 
+CPU per stored post against a bare aiohttp handler: write_cpu.py.
+
 `python -m livecomments.benchmarks.write --storage postgresql://USER@HOST:PORT/postgres --writers 1,2`
 compares one writer with two writer processes on one database (posters split between them,
 cycling over a few videos: the case that deadlocked); it prints the figures and writes nothing
@@ -31,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from livecomments.benchmarks import report
+from livecomments.benchmarks import report, write_cpu
 from livecomments.benchmarks.common import Process, cpu_seconds, parse_metrics, percentiles
 from livecomments.ops.dynamo_server import DynamoServer
 from livecomments.ops.services import ServiceUnavailable
@@ -141,9 +143,10 @@ async def run_one(
 
 async def run(posters: int, posts: int, stores: Sequence[str] = STORES, quick: bool = False) -> dict[str, Any]:
     """Every scenario on every store asked for; a store that cannot run here (moto not
-    installed) is a note in the report, not a failure."""
+    installed) is a note in the report, not a failure. Then CPU per post against the bare handler."""
     results: list[dict[str, Any]] = []
     skipped: list[str] = []
+    cpu = await write_cpu.run(_posters, max(posts, 2000), 1 if quick else 3) if "sqlite" in stores else []
     for store in stores:
         if store == "sqlite":
             for name, videos, group in SCENARIOS:
@@ -155,7 +158,7 @@ async def run(posters: int, posts: int, stores: Sequence[str] = STORES, quick: b
                                           quick)
         except ServiceUnavailable as e:
             skipped.append(f"{NAMES[store]} skipped: {e}")
-    return {"posters": posters, "results": results, "skipped": skipped}
+    return {"posters": posters, "results": results, "skipped": skipped, "cpu": cpu}
 
 
 async def run_dynamodb(posters: int, posts: int, quick: bool) -> list[dict[str, Any]]:
@@ -216,6 +219,7 @@ def write_report(data: dict[str, Any], posts: int, outdir: Path, quick: bool, co
             "The load generator is one Python process on the same 2 cores: compare its CPU with the writer's "
             "before reading a ceiling as the writer's.",
             "",
+            *write_cpu.section(data["cpu"]),
         ]
     )
     report.write(outdir, "write", data, text, quick)

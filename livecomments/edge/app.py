@@ -17,11 +17,11 @@ from livecomments.addresses import parse_networks
 from livecomments.backends import open_storage, open_strategy
 from livecomments.config import Config, mask_url
 from livecomments.core.hub import Hub
-from livecomments.edge import cors, internal, openapi, videos, writer, ws
+from livecomments.edge import cors, internal, moderation, openapi, videos, writer, ws
 from livecomments.edge import demo as demo_routes
 from livecomments.edge import stream as realtime
-from livecomments.edge.access import observe_middleware, served_by
-from livecomments.edge.auth import identity_middleware, install_authenticator
+from livecomments.edge.access import edge_middleware, served_by
+from livecomments.edge.auth import install_authenticator
 from livecomments.edge.clientaddr import TRUSTED_PROXIES
 from livecomments.edge.errors import error_middleware
 from livecomments.edge.keys import CONFIG, HUB, METRICS, METRICS_GATHER, SERVER_ID, STORAGE, STRATEGY
@@ -42,11 +42,10 @@ class StartError(RuntimeError):
 
 
 def create_app(config: Config) -> web.Application:
-    # observe first (outermost): it sees every answer as sent, the other middlewares' refusals included
-    # cors preflights before everything that could refuse them; identity after the error shape
-    cors_first = [cors.preflight_middleware] if config.cors_origins else []
-    app = web.Application(middlewares=[observe_middleware, *cors_first, error_middleware, identity_middleware],
-                          client_max_size=config.body_limit)
+    # edge_middleware: identity, the error shape, metrics and access log, as one layer. CORS preflights
+    # inside it, answered before routing's 405: identity never asks an OPTIONS for a token.
+    cors_preflight = [cors.preflight_middleware] if config.cors_origins else []
+    app = web.Application(middlewares=[edge_middleware, *cors_preflight], client_max_size=config.body_limit)
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[SERVER_ID] = config.server_id
@@ -57,18 +56,20 @@ def create_app(config: Config) -> web.Application:
     if config.serves_realtime:
         app.cleanup_ctx.extend([hub_ctx, realtime.stream_gate_ctx])
     if config.serves_writer:
-        app.cleanup_ctx.append(rate_limit_ctx)
+        app.cleanup_ctx.extend([rate_limit_ctx, moderation.policy_cache_ctx])
     _add_identity(app, config)
     app.on_response_prepare.append(add_served_by)
+    # The writer's routes first: aiohttp tries the /v1/videos/... routes in the order added, and a
+    # post (the most frequent request of a writer) then matches the first it tries.
+    if config.serves_writer:
+        writer.add_routes(app)
+        demo_routes.add_routes(app)
     if config.serves_realtime:
         app.on_shutdown.append(close_streams)
         realtime.add_routes(app)
         ws.add_routes(app)
         if config.strategy == "dispatcher" and not config.internal_port:
             internal.add_routes(app, app)
-    if config.serves_writer:
-        writer.add_routes(app)
-        demo_routes.add_routes(app)
     videos.add_routes(app)
     openapi.add_routes(app)  # GET /v1/openapi.json, every role
     app.router.add_get("/healthz", healthz)

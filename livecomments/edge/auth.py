@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from livecomments.config import Config
-from livecomments.edge.errors import Handler
 from livecomments.edge.keys import CONFIG
 from livecomments.edge.stream import STREAM_PATH, expired_stream
 from livecomments.jwks import JwksKeys
@@ -87,21 +86,22 @@ def _route(request: web.Request) -> str | None:
     return None if resource is None else resource.canonical
 
 
-@web.middleware
-async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Sets request[USER] where a token is needed (or 401s), before any handler reads the body.
-    An SSE stream whose token has expired is answered 200 with the error in band instead: an
-    EventSource never retries a 401, and its client must learn to fetch a fresh token."""
+async def identify(request: web.Request) -> web.StreamResponse | None:
+    """Sets request[USER] where a token is needed (or raises Unauthorized: a 401), before any
+    handler reads the body (edge/access.py's edge_middleware calls it first). An SSE stream whose
+    token has expired gets its answer here instead, 200 with the error in band: an EventSource
+    never retries a 401, and its client must learn to fetch a fresh token."""
     authenticator = request.app.get(AUTHENTICATOR)
-    if _needs_token(request, authenticator):
-        assert authenticator is not None
-        token = _bearer(request)
-        if token is None:
-            raise Unauthorized("this needs a bearer token: Authorization: Bearer <token>", invalid=False)
-        try:
-            request[USER] = await authenticator.verify(token)
-        except TokenExpired as e:
-            if request.method == "GET" and _route(request) == STREAM_PATH:
-                return expired_stream(e)
-            raise
-    return await handler(request)
+    if not _needs_token(request, authenticator):
+        return None
+    assert authenticator is not None
+    token = _bearer(request)
+    if token is None:
+        raise Unauthorized("this needs a bearer token: Authorization: Bearer <token>", invalid=False)
+    try:
+        request[USER] = await authenticator.verify(token)
+    except TokenExpired as e:
+        if request.method == "GET" and _route(request) == STREAM_PATH:
+            return expired_stream(e)
+        raise
+    return None

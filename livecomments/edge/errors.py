@@ -68,24 +68,30 @@ def storage_error_response(e: StorageError) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure of `handler` as the one error shape (the internal app's only middleware; the
+    public app's edge_middleware, edge/access.py, calls error_answer itself)."""
     try:
         return await handler(request)
-    except ApiError as e:
+    except Exception as e:
+        return error_answer(request, e)
+
+
+def error_answer(request: web.Request, e: Exception) -> web.StreamResponse:
+    """The answer to a request whose handling raised `e`; raises `e` again when it is no error (a redirect)."""
+    if isinstance(e, ApiError):
         response = error_response(e.status, e.code, e.message)
         response.headers.update(e.headers)
         return response
-    except StorageError as e:
+    if isinstance(e, StorageError):
         if isinstance(e, StorageUnavailable):
             log.warning("%s %s: %s", request.method, request.path, e)
         return storage_error_response(e)
-    except web.HTTPException as e:
+    if isinstance(e, web.HTTPException):
         if e.status < 400:
-            raise
-        code = _HTTP_CODES.get(e.status, "http_error")
-        return error_response(e.status, code, e.reason)
-    except ConnectionResetError:  # the client went away mid-answer: routine, not a server error
+            raise e
+        return error_response(e.status, _HTTP_CODES.get(e.status, "http_error"), e.reason)
+    if isinstance(e, ConnectionResetError):  # the client went away mid-answer: routine, not a server error
         log.debug("client went away during %s %s", request.method, request.path)
         return error_response(CLIENT_GONE, "client_gone", "the client closed the connection")  # never sent
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal", "internal server error")
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=e)
+    return error_response(500, "internal", "internal server error")

@@ -1,9 +1,11 @@
 """Moderation over HTTP: delete a comment, ban a user from a video, slow mode; and the
 checks a post passes before it is stored (bans, slow mode).
 
-Bans and slow mode live in storage, so every writer of one database shares them, and are
-read on every post (one query, no cache: a ban or a setting takes effect on the next post
-on every writer). A slow-mode slot is claimed atomically in storage (a conditional upsert),
+Bans and slow mode live in storage, so every writer of one database shares them. A post reads
+them through this process's PolicyCache (storage/moderation_cache.py), not from storage each
+time: a ban, or slow mode turned on, on any writer takes effect on every writer within
+FRESH_FOR (1 s); on the writer that made it, at once; an unban or slow mode lowered or lifted,
+at once everywhere. A slow-mode slot is claimed atomically in storage (a conditional upsert),
 so two writers cannot both accept a user's post within one interval. Every time these decide
 by is the storage's clock, never this process's (storage/base.py, Moderation): writers on
 several machines disagree about the time, the database does not.
@@ -11,6 +13,9 @@ several machines disagree about the time, the database does not.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import orjson
@@ -23,10 +28,22 @@ from livecomments.errors import ApiError, dumps, retry_after
 from livecomments.model import parse_video_id
 from livecomments.storage.base import MAX_SLOW_MODE_S, Moderation
 from livecomments.storage.errors import NoSuchComment, NotYourComment
+from livecomments.storage.moderation_cache import Policy, PolicyCache
 from livecomments.tokens import MAX_SUB, Identity, Unauthorized
 
 MAX_BAN_S = 10 * 365 * 24 * 3600
 ERASE_BATCH = 500  # comments one DELETE /v1/users/{sub}/comments deletes at most: one call stays short
+POLICIES = web.AppKey("policies", PolicyCache)
+
+
+async def policy_cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The writer's cache of bans and slow mode, and its generation poll (after storage_ctx)."""
+    cache = app[POLICIES] = PolicyCache(app[STORAGE])
+    poll = asyncio.create_task(cache.run())
+    yield
+    poll.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await poll
 
 
 class SlowMode(ApiError):
@@ -55,15 +72,25 @@ async def check_post(request: web.Request, video_id: str, idempotency_key: str |
     user = request.get(USER)
     if user is not None and user.moderator:
         return
-    storage = moderation_of(request)
-    banned_until, slow_mode_s = await storage.post_policy(video_id, None if user is None else user.sub)
-    if banned_until is not None:
-        ends = datetime.fromtimestamp(banned_until, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    policies, sub = request.app[POLICIES], None if user is None else user.sub
+    slow_mode_s = policies.cached(video_id, sub)  # no await on the common path
+    policy = Policy(None, slow_mode_s, True) if slow_mode_s is not None else await policies.read(video_id, sub)
+    wait = await _admit(request, video_id, policy, idempotency_key)
+    if wait > 0 and policy.cached:  # refuse by storage's interval, not a cached one (lowered or lifted since?)
+        policy = await policies.read(video_id, sub)
+        wait = await _admit(request, video_id, policy, idempotency_key)
+    if wait > 0:
+        raise SlowMode(wait, policy.slow_mode_s)
+
+
+async def _admit(request: web.Request, video_id: str, policy: Policy, idempotency_key: str | None) -> float:
+    """403 when banned; under slow mode, claim the poster's slot: the seconds left to wait (0: admitted)."""
+    if policy.banned_until is not None:
+        ends = datetime.fromtimestamp(policy.banned_until, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         raise ApiError(403, "banned", f"you are banned from posting to this video until {ends}")
-    if slow_mode_s:
-        wait = await storage.claim_slot(video_id, poster(request), slow_mode_s, idempotency_key)
-        if wait > 0:
-            raise SlowMode(wait, slow_mode_s)
+    if not policy.slow_mode_s:
+        return 0.0
+    return await moderation_of(request).claim_slot(video_id, poster(request), policy.slow_mode_s, idempotency_key)
 
 
 def _identity(request: web.Request) -> Identity:
@@ -122,6 +149,7 @@ async def put_settings(request: web.Request) -> web.Response:
     body = await _json_object(request)
     slow_mode_s = _int_field(body, "slow_mode_s", MAX_SLOW_MODE_S)
     await moderation_of(request).set_slow_mode(video_id, slow_mode_s)
+    request.app[POLICIES].drop()  # this writer at once; the others within FRESH_FOR
     return web.json_response({"video_id": video_id, "slow_mode_s": slow_mode_s}, dumps=dumps)
 
 
@@ -135,6 +163,7 @@ async def post_ban(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_user", f"user must be a token sub of 1-{MAX_SUB} characters")
     ttl_s = _int_field(body, "ttl_s", MAX_BAN_S)
     until = await moderation_of(request).ban(video_id, user, ttl_s)  # from the storage's clock
+    request.app[POLICIES].drop()  # this writer at once; the others within FRESH_FOR
     if until is None:
         return web.Response(status=204)
     return web.json_response({"video_id": video_id, "user": user, "until": until}, status=201, dumps=dumps)

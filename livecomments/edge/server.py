@@ -116,7 +116,7 @@ class Edge:
 class EdgeRequestHandler(Protocol):
     """aiohttp's protocol with the caps and timeouts of the module docstring."""
 
-    __slots__ = ("_edge", "_counted", "address", "_deadline", "_body", "_in_flight", "_upgraded")
+    __slots__ = ("_edge", "_counted", "address", "_deadline", "_body", "_in_flight", "_upgraded", "local_address")
 
     def __init__(self, manager: web.Server, edge: Edge, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -127,6 +127,7 @@ class EdgeRequestHandler(Protocol):
         self._body: StreamReader | None = None  # a body arriving under the body timeout
         self._in_flight = 0  # requests whose headers arrived and whose handler has not returned
         self._upgraded = False  # a WebSocket now: its bytes are messages, never a next request
+        self.local_address = ""  # "host:port" it came in on, for X-Served-By (edge/access.py): read once
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -262,12 +263,16 @@ def _refuse_declared_overflow(handler: RawHandler, edge: Edge) -> RawHandler:
     """Runs before routing, so before aiohttp answers `Expect: 100-continue`; and tells the
     connection when the request is handled (when it may become idle)."""
 
+    smallest = min(edge.push_limit, edge.body_limit)
+
     async def guarded(request: BaseRequest) -> web.StreamResponse:
         try:
-            limit = edge.push_limit if request.path == PATH else edge.body_limit
-            if request.content_length is not None and request.content_length > limit:
-                close_unread(request)
-                return error_response(413, "body_too_large", f"body is over {limit} bytes")
+            length = request.content_length  # parsed at each access: once here
+            if length is not None and length > smallest:
+                limit = edge.push_limit if request.path == PATH else edge.body_limit
+                if length > limit:
+                    close_unread(request)
+                    return error_response(413, "body_too_large", f"body is over {limit} bytes")
             return await handler(request)
         finally:
             if isinstance(request.protocol, EdgeRequestHandler):

@@ -38,7 +38,8 @@ async def post_comment(request: web.Request) -> web.Response:
     except orjson.JSONDecodeError:
         raise ApiError(400, "invalid_json", "body is not valid JSON") from None
     comment = await accept_post(request, video_id, body, key)
-    return web.json_response(comment.to_dict(), status=201, dumps=dumps)
+    # json_response's answer, without its str round trip (orjson makes bytes): on every post
+    return web.Response(body=comment.to_json(), status=201, content_type="application/json", charset="utf-8")
 
 
 def check_idempotency_key(key: str | None, name: str) -> str | None:
@@ -60,7 +61,7 @@ async def accept_post(request: web.Request, video_id: str, body: object, key: st
     new = parse_new_comment(video_id, body, max_text=config.max_text, max_author=config.max_author)
     if user is not None:
         new = replace(new, user=user.sub)  # kept for moderation (own deletes); never in the public JSON
-    # Only a well-formed post takes a token (identity_middleware authenticated it already): a
+    # Only a well-formed post takes a token (edge_middleware authenticated it already): a
     # malformed one (400/413/415/422) cost validation only, and leaves the poster's burst whole.
     await limit_post(request)
     await moderation.check_post(request, video_id, key)

@@ -107,6 +107,12 @@ class Moderation(Protocol):
 
     async def set_slow_mode(self, video_id: str, seconds: int) -> None: ...
 
+    async def moderation_generation(self) -> int:
+        """A number every ban, unban and slow-mode change raises once it is stored (in its
+        transaction, or right after on DynamoDB): a writer that caches post policies
+        (moderation_cache.py) reads it now and then and drops its cache when it moved."""
+        ...
+
     async def claim_slot(self, video_id: str, poster: str, interval: int, key: str | None = None) -> float:
         """Slow mode, atomic across writers: records a post by `poster` now (the storage's clock) unless
         its last was less than `interval` s ago; returns 0 if recorded, else the seconds left to wait.

@@ -9,8 +9,10 @@ Erasing a user reads the user's shown comments from a sparse index (their `live_
 mark removes), at most `limit` of them, and deletes each as above: each video's one after another,
 a few videos at once. A comment posted just before may miss a call (global secondary indexes are
 eventually consistent); the next call finds it. Slow mode's claim is one conditional PutItem,
-atomic across writers. Times are the endpoint's clock (DynamoLog._now), the one clock every
-writer shares. Mixed into DynamoStorage.
+atomic across writers. Every ban, unban and slow-mode change then raises the moderation generation
+(an item of PREFIX_meta, ADD 1): after the change, never before, so a writer that sees the new
+number and reads again sees the change (no transaction: Alternator has none). Times are the
+endpoint's clock (DynamoLog._now), the one clock every writer shares. Mixed into DynamoStorage.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ USER_INDEX, LIVE_USER = INDEXES["comments"]
 ERASE_VIDEOS_AT_ONCE = 8
 # Shown, not a delete entry: what a delete may still mark (a comment pruned meanwhile fails it too).
 SHOWN = "#d = :f AND attribute_not_exists(#del)"
+GENERATION = {"name": {"S": "moderation_generation"}}
 
 
 class DynamoModeration(DynamoKeys):
@@ -123,10 +126,20 @@ class DynamoModeration(DynamoKeys):
         key = {"video_id": s(video_id), "user_id": s(user)}
         if ttl_s <= 0:
             await self._call("delete_item", TableName=self._t["bans"], Key=key)
+            await self._bump()
             return None
         until = self._now() + ttl_s
         await self._call("put_item", TableName=self._t["bans"], Item={**key, "until": n(until)})
+        await self._bump()
         return until
+
+    async def _bump(self) -> None:
+        await self._call("update_item", TableName=self._t["meta"], Key=GENERATION, UpdateExpression="ADD #g :one",
+                         ExpressionAttributeNames={"#g": "generation"}, ExpressionAttributeValues={":one": n(1)})
+
+    async def moderation_generation(self) -> int:
+        got = await self._call("get_item", TableName=self._t["meta"], Key=GENERATION, ConsistentRead=True)
+        return get_i(got.get("Item", {}), "generation")
 
     async def post_policy(self, video_id: str, user: str | None, _now: float | None = None) -> tuple[float | None, int]:
         now = self._now()
@@ -142,6 +155,7 @@ class DynamoModeration(DynamoKeys):
     async def set_slow_mode(self, video_id: str, seconds: int) -> None:
         await self._call("put_item", TableName=self._t["settings"],
                          Item={"video_id": s(video_id), "slow_mode_s": n(seconds)})
+        await self._bump()
 
     async def forget_expired(self) -> None:
         now = self._now()

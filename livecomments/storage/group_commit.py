@@ -42,7 +42,9 @@ class GroupCommit:
         self._pending.append(((new, idempotency_key), fut))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
-        return await asyncio.shield(fut)  # a cancelled request must not cancel the batch
+        # Awaited bare, no shield: a cancelled request cancels only its own future, and its post
+        # stays in the batch (stored, answered to nobody), as the flusher skips a done future.
+        return await fut
 
     async def drain(self) -> None:
         """Wait until every accepted post is committed (or failed)."""
@@ -60,7 +62,7 @@ class GroupCommit:
                 except Exception as e:  # the batch was rolled back: nothing of it is stored
                     for _, fut in batch:
                         if not fut.done():
-                            _fail(fut, e)
+                            fut.set_exception(e)
                     continue
                 finally:
                     self._committing = 0
@@ -70,16 +72,9 @@ class GroupCommit:
                     if fut.done():
                         continue
                     if isinstance(outcome, StorageError):
-                        _fail(fut, outcome)
+                        fut.set_exception(outcome)
                     else:
                         fut.set_result(outcome)
         finally:
             self._flusher = None
 
-
-def _fail(fut: asyncio.Future[Comment], error: BaseException) -> None:
-    """Fail a post's future, marked read: `add` awaits it under asyncio.shield, which (Python 3.11)
-    unhooks itself when its request is cancelled, and asyncio would then log "Future exception was
-    never retrieved" with a traceback for each post whose client left while its batch failed."""
-    fut.set_exception(error)
-    fut.exception()

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS bans (
     PRIMARY KEY (video_id, user_id)
 );
 CREATE TABLE IF NOT EXISTS video_settings (video_id TEXT PRIMARY KEY, slow_mode_s INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS moderation_generation (one INTEGER PRIMARY KEY CHECK (one = 1), n BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS last_posts (
     video_id TEXT             NOT NULL,
     poster   TEXT             NOT NULL,
@@ -71,6 +72,10 @@ INSERT INTO comments (video_id, seq, author, text, created_at, user_id, deletes)
 SELECT $1, h, '', '', {DB_NOW}, $2, d FROM unnest($3::bigint[], $4::bigint[]) AS t(h, d)
 RETURNING seq, created_at, deletes
 """
+# Raised in the transaction of every ban, unban and slow-mode change (Moderation.moderation_generation).
+BUMP = """
+INSERT INTO moderation_generation VALUES (1, 1) ON CONFLICT (one) DO UPDATE SET n = moderation_generation.n + 1
+"""
 BAN = f"""
 INSERT INTO bans VALUES ($1, $2, {DB_NOW} + $3) ON CONFLICT (video_id, user_id) DO UPDATE SET until=EXCLUDED.until
 RETURNING until
@@ -106,11 +111,12 @@ class PostgresModeration:
         return entries, len(found) <= limit
 
     async def ban(self, video_id: str, user: str, ttl_s: float) -> float | None:
-        async with translated():
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(BUMP)
             if ttl_s <= 0:
-                await self._pool.execute("DELETE FROM bans WHERE video_id=$1 AND user_id=$2", video_id, user)
+                await conn.execute("DELETE FROM bans WHERE video_id=$1 AND user_id=$2", video_id, user)
                 return None
-            return float(await self._pool.fetchval(BAN, video_id, user, float(ttl_s)))
+            return float(await conn.fetchval(BAN, video_id, user, float(ttl_s)))
 
     async def post_policy(self, video_id: str, user: str | None, _now: float | None = None) -> tuple[float | None, int]:
         async with translated():
@@ -118,11 +124,16 @@ class PostgresModeration:
         return row[0], row[1] or 0
 
     async def set_slow_mode(self, video_id: str, seconds: int) -> None:
-        async with translated():
-            await self._pool.execute(
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(BUMP)
+            await conn.execute(
                 "INSERT INTO video_settings VALUES ($1, $2) "
                 "ON CONFLICT (video_id) DO UPDATE SET slow_mode_s=EXCLUDED.slow_mode_s", video_id, seconds,
             )
+
+    async def moderation_generation(self) -> int:
+        async with translated():
+            return int(await self._pool.fetchval("SELECT n FROM moderation_generation") or 0)
 
     async def forget_expired(self) -> None:
         async with translated():

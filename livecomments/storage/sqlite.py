@@ -2,7 +2,7 @@
 
 Why not aiosqlite: it hops to its thread once per statement, and a group commit of
 64 posts is ~130 statements. Here a whole batch is one function run on one
-dedicated writer thread, i.e. one hop and one fsync per batch. Reads use their own
+dedicated writer thread (sqlite_thread.py), i.e. one hop and one fsync per batch. Reads use their own
 connection on their own thread, which WAL lets run beside the writer.
 
 Two failures that the connection itself does not report are watched for:
@@ -40,6 +40,7 @@ from livecomments.storage.group_commit import GroupCommit, Outcome, Post
 from livecomments.storage.log import COLUMNS, LIVE, PREFIXED, row_entry
 from livecomments.storage.sqlite_file import connect, identity, migrate, probe, space_probe
 from livecomments.storage.sqlite_moderation import SqliteModeration
+from livecomments.storage.sqlite_thread import WriterThread
 from livecomments.storage.sqlite_tx import immediate
 
 # Retention by count: the entries before a video's Nth newest shown comment (N = the 1st parameter + 1).
@@ -80,7 +81,7 @@ class SqliteStorage(SqliteModeration):
     def __init__(self, path: str, group_commit: bool, max_pending: int) -> None:
         self._path = path
         self._group = GroupCommit(self._commit_batch, enabled=group_commit, max_pending=max_pending)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._writer = WriterThread("sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
@@ -100,7 +101,7 @@ class SqliteStorage(SqliteModeration):
     async def open(cls, path: str, *, group_commit: bool = True, max_pending: int = MAX_PENDING_POSTS) -> SqliteStorage:
         self = cls(path, group_commit, max_pending)
         loop = asyncio.get_running_loop()
-        self._wconn = await loop.run_in_executor(self._writer, self._open_writer)
+        self._wconn = await self._writer.run(self._open_writer)
         self._rconn = await loop.run_in_executor(self._reader, connect, path)
         return self
 
@@ -144,7 +145,7 @@ class SqliteStorage(SqliteModeration):
             return fn(conn)
 
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._writer, checked, conn)
+            result = await self._writer.run(lambda: checked(conn))
         except StorageLost:
             self._say_lost()
             raise
@@ -279,10 +280,10 @@ class SqliteStorage(SqliteModeration):
         await self._group.drain()  # posts accepted before shutdown commit first
         loop = asyncio.get_running_loop()
         if self._wconn is not None:
-            await loop.run_in_executor(self._writer, self._wconn.close)
+            await self._writer.run(self._wconn.close)
         if self._rconn is not None:
             await loop.run_in_executor(self._reader, self._rconn.close)
-        self._writer.shutdown()
+        self._writer.stop()  # nothing queued: close() waited for the last of it
         self._reader.shutdown()
 
 

@@ -10,7 +10,7 @@ import secrets
 import sqlite3
 import time
 
-from livecomments.storage.sqlite_moderation import LOG_COLUMNS, MODERATION_SCHEMA, USER_INDEX
+from livecomments.storage.sqlite_moderation import LOG_COLUMNS, MODERATION_SCHEMA, USER_INDEX, USER_INDEX_WHERE
 from livecomments.storage.sqlite_tx import immediate
 
 LOCK_WAIT_S = 10.0
@@ -83,6 +83,9 @@ def migrate(conn: sqlite3.Connection) -> bytes:
         for column, declaration in LOG_COLUMNS.items():
             if column not in columns:  # a database made before moderation: its rows are plain comments
                 conn.execute(f"ALTER TABLE comments ADD COLUMN {column} {declaration}")
+        made = conn.execute("SELECT sql FROM sqlite_master WHERE type='index' AND name='comments_by_user'").fetchone()
+        if made is not None and USER_INDEX_WHERE not in made[0]:  # made when it also took anonymous posts
+            conn.execute("DROP INDEX comments_by_user")  # remade at once below, in this transaction
         conn.execute(USER_INDEX)  # erasing a user; built over the existing rows on an upgrade
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('cursor_secret', ?)", (secrets.token_hex(32),))
         secret = conn.execute("SELECT value FROM meta WHERE name='cursor_secret'").fetchone()[0]

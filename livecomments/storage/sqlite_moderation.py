@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS bans (
     PRIMARY KEY (video_id, user_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS video_settings (video_id TEXT PRIMARY KEY, slow_mode_s INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS moderation_generation (one INTEGER PRIMARY KEY CHECK (one = 1), n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS last_posts (
     video_id TEXT NOT NULL,
     poster   TEXT NOT NULL,
@@ -44,11 +45,11 @@ CREATE TABLE IF NOT EXISTS last_posts (
 ) WITHOUT ROWID;
 """
 # The shown comments of each user: erasing a user (erase_user) reads at most `limit` rows of it.
-# Made after LOG_COLUMNS exist (sqlite_file.migrate); partial, so deleted comments leave it.
-USER_INDEX = (
-    "CREATE INDEX IF NOT EXISTS comments_by_user ON comments (user_id, video_id, seq) "
-    "WHERE deletes IS NULL AND deleted = 0"
-)
+# Made after LOG_COLUMNS exist (sqlite_file.migrate); partial, so deleted comments leave it, and
+# so do anonymous ones (no user to erase): an open writer's insert then updates one index fewer.
+# BY_USER's user_id=? implies user_id IS NOT NULL, so SQLite may use it (and must: INDEXED BY).
+USER_INDEX_WHERE = "user_id IS NOT NULL AND deletes IS NULL AND deleted = 0"
+USER_INDEX = f"CREATE INDEX IF NOT EXISTS comments_by_user ON comments (user_id, video_id, seq) WHERE {USER_INDEX_WHERE}"
 BY_USER = (
     "SELECT video_id, seq FROM comments INDEXED BY comments_by_user "
     "WHERE user_id=? AND deletes IS NULL AND deleted = 0 ORDER BY user_id, video_id, seq LIMIT ?"
@@ -64,6 +65,16 @@ SET at = CASE WHEN last_posts.idem_key = excluded.idem_key THEN last_posts.at EL
     idem_key = excluded.idem_key
 WHERE last_posts.at <= excluded.at - ? OR last_posts.idem_key = excluded.idem_key
 """
+
+# Raised in the transaction of every ban, unban and slow-mode change (Moderation.moderation_generation).
+BUMP = "INSERT INTO moderation_generation VALUES (1, 1) ON CONFLICT (one) DO UPDATE SET n = n + 1"
+
+
+def _bumped(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> None:
+    """`sql` and the generation's bump, in one transaction: whoever sees the new number sees the change."""
+    with immediate(conn):
+        conn.execute(sql, args)
+        conn.execute(BUMP)
 
 
 def _delete(conn: sqlite3.Connection, video_id: str, seq: int, by: str, moderator: bool) -> Comment | None:
@@ -128,13 +139,13 @@ class SqliteModeration:
 
     async def ban(self, video_id: str, user: str, ttl_s: float) -> float | None:
         if ttl_s <= 0:
-            await self._write(lambda conn: conn.execute("DELETE FROM bans WHERE video_id=? AND user_id=?", (video_id, user)))
+            await self._write(lambda conn: _bumped(conn, "DELETE FROM bans WHERE video_id=? AND user_id=?", (video_id, user)))
             return None
         sql = "INSERT INTO bans VALUES (?, ?, ?) ON CONFLICT (video_id, user_id) DO UPDATE SET until=excluded.until"
 
         def ban(conn: sqlite3.Connection) -> float:
             until = time.time() + ttl_s
-            conn.execute(sql, (video_id, user, until))
+            _bumped(conn, sql, (video_id, user, until))
             return until
 
         return await self._write(ban)
@@ -145,7 +156,11 @@ class SqliteModeration:
 
     async def set_slow_mode(self, video_id: str, seconds: int) -> None:
         sql = "INSERT INTO video_settings VALUES (?, ?) ON CONFLICT (video_id) DO UPDATE SET slow_mode_s=excluded.slow_mode_s"
-        await self._write(lambda conn: conn.execute(sql, (video_id, seconds)))
+        await self._write(lambda conn: _bumped(conn, sql, (video_id, seconds)))
+
+    async def moderation_generation(self) -> int:
+        rows = await self._read("SELECT n FROM moderation_generation", ())
+        return int(rows[0][0]) if rows else 0
 
     async def forget_expired(self) -> None:
         def forget(conn: sqlite3.Connection) -> None:
