@@ -7,10 +7,10 @@ from typing import Any
 import click
 
 from livecomments import __version__
-from livecomments.config import ROLES, STRATEGIES, Config, ConfigError, masked
+from livecomments.config import BATCH_MODES, ROLES, STRATEGIES, Config, ConfigError, masked
 from livecomments.config_layers import load, options
 
-CHOICES = {"role": click.Choice(ROLES), "strategy": click.Choice(STRATEGIES)}
+CHOICES = {"role": click.Choice(ROLES), "strategy": click.Choice(STRATEGIES), "batch_mode": click.Choice(BATCH_MODES)}
 TYPES = {str: click.STRING, int: click.INT, float: click.FLOAT, tuple: click.STRING}  # tuple: comma-separated
 
 

@@ -17,6 +17,7 @@ STRATEGIES = ("broadcast", "partitioned", "dispatcher")  # built by backends.ope
 ENV_PREFIX = "LIVECOMMENTS_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+BATCH_MODES = ("paced", "fixed", "adaptive")  # core/fanout.py MODES
 _URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
 _QUERY_SECRET = re.compile(r"((?:password|secret|token)=)[^&]*", re.IGNORECASE)
 
@@ -95,8 +96,10 @@ class Config:
     unwatch_linger: float = opt(1.0, "seconds a video stays watched after its last viewer leaves")
     repair_interval: float = opt(2.0, "seconds between head checks: a comment the broker lost reaches viewers within it")
     viewers_interval: float = opt(2.0, "seconds between viewer count updates (event: viewers) and shares of local counts")
-    batch_ms: float = opt(20.0, "fan-out: coalesce a video's comments per window of this many ms (0 = immediate)")
-    batch_adaptive: bool = opt(True, "fan-out: hold comments only on hot videos (viewers x comments/s >= batch_hot)")
+    batch_mode: str = opt("paced", "fan-out: paced (a comment waits only while the loop is busy writing that video), "
+                                   "fixed (every comment waits a window) or adaptive (fixed windows for hot videos only)")
+    batch_ms: float = opt(20.0, "fan-out: the longest a comment waits (paced), the window (fixed, adaptive); "
+                                "0 = one write per comment")
     batch_hot: int = opt(10_000, "adaptive batching: deliveries/s (viewers x comments/s) that make a video hot")
     group_commit: bool = opt(True, "group concurrent posts into one transaction")
     max_pending_posts: int = opt(4096, "posts waiting for a storage commit before new ones get 503 overloaded")
@@ -172,6 +175,8 @@ class Config:
             raise ConfigError(f"registry {mask_url(self.registry)!r}: use {backends.forms('registry')}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+        if self.batch_mode not in BATCH_MODES:
+            raise ConfigError(f"batch_mode must be one of {', '.join(BATCH_MODES)}, not {self.batch_mode!r}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
         if self.strategy == "dispatcher":

@@ -153,7 +153,7 @@ def test_bad_env_value():
 
 
 # A 60 s batch window still holds every comment at SIGTERM: shutdown must send it first.
-@pytest.mark.parametrize("batching", [[], ["--batch-ms", "60000", "--no-batch-adaptive"]], ids=["default", "held"])
+@pytest.mark.parametrize("batching", [[], ["--batch-mode", "fixed", "--batch-ms", "60000"]], ids=["default", "held"])
 async def test_sigterm_is_clean_and_loses_no_acknowledged_comment(spawn, session, batching):
     server = spawn("--shutdown-timeout", "10", *batching)
     stream = await open_stream(session, server.url, "t")

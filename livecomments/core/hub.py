@@ -8,7 +8,7 @@ writes only its own state of a video:
 |---|---|---|
 | `Lifecycle` | core/lifecycle.py | joins and leaves; watch, head, linger, unwatch through the strategy |
 | `Sequencer` | core/sequencer.py | the one door into fan-out: comments in seq order, each once; gap repair from storage |
-| `Fanout` | core/fanout.py | a video's frames to its viewers, encoded once; batching |
+| `Fanout` | core/fanout.py | a video's frames to its viewers, encoded once; batching (paced, fixed, adaptive) |
 | `HeadCheck` | core/repair.py | the periodic head check: finds what no later comment revealed |
 | `ViewerCounts` | core/counts.py | viewer counts over every realtime process, `event: viewers` |
 | `Heartbeat` | core/heartbeat.py | `: ping` to every live stream |
@@ -47,13 +47,13 @@ class Hub:
     def __init__(
         self, storage: Storage, strategy: Strategy, metrics: Metrics, *,
         backlog_limit: int, linger: float, ping_interval: float, repair_interval: float = 2.0,
-        batch_ms: float = 0.0, batch_adaptive: bool = False, batch_hot: int = 10_000,
+        batch_mode: str = "paced", batch_ms: float = 0.0, batch_hot: int = 10_000,
         viewers_interval: float = 2.0,
     ) -> None:
         self._storage = storage
         self._backlog_limit = backlog_limit
         self._videos = videos = Videos()
-        self._fanout = Fanout(metrics, batch_ms=batch_ms, adaptive=batch_adaptive, hot=batch_hot)
+        self._fanout = Fanout(metrics, mode=batch_mode, batch_ms=batch_ms, hot=batch_hot)
         self._sequencer = Sequencer(videos, storage, metrics, self._fanout.emit, backlog_limit)
         self._lifecycle = Lifecycle(
             videos, storage, strategy, metrics, self._sequencer, new_video=_new_video,

@@ -101,7 +101,8 @@ class Viewer(asyncio.Protocol):
         self.write(sse.chunk(data) if self.chunked else data)
 
     def write(self, data: bytes) -> None:
-        """Write bytes already framed for this connection; cut it once its buffer is past the bound."""
+        """Write bytes already framed for this connection; cut it once its buffer is past the bound.
+        Fanout._write inlines this for live viewers (its per-viewer hot loop): change both."""
         transport = self.transport
         if not transport.is_closing():  # lost, not yet told: connection_lost is on its way
             transport.write(data)

@@ -137,7 +137,7 @@ async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STORAGE], strategy, app[METRICS], backlog_limit=config.backlog_limit,
         linger=config.unwatch_linger, ping_interval=config.ping_interval,
         repair_interval=config.repair_interval,
-        batch_ms=config.batch_ms, batch_adaptive=config.batch_adaptive,
+        batch_mode=config.batch_mode, batch_ms=config.batch_ms,
         batch_hot=config.batch_hot, viewers_interval=config.viewers_interval,
     )
     await strategy.start(hub.deliver, hub.resync, hub.counts.on_counts)

@@ -1,9 +1,10 @@
-"""Driver: the same load against livecomments (three batch modes), the floor and the peer.
+"""Driver: the same load against livecomments (its batch modes), the floor and the peer.
 
 For each viewer count W and each target, a fresh server starts pinned to core 0 and a load
 generator process pinned to core 1 measures idle memory, then raises the comment rate until a
 step fails (p99 > 200 ms, viewers behind or cut, posts not accepted). The default rates are
-offered deliveries/s of 5k … 2M, i.e. comments/s = deliveries / W. `livecomments bench fanout`.
+offered deliveries/s of 5k … 2M, i.e. comments/s = deliveries / W: at 1,000 viewers 5 … 2,000
+comments/s, which holds the rates of the paced goals (50 and 2,000/s, report.py). `livecomments bench fanout`.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -24,29 +25,35 @@ HERE = Path(__file__).resolve().parent  # peer.py and its pinned requirements sh
 PEER_VENV = bench_home() / ".venv-peer"  # its own venv: the peer's dependencies stay out of ours
 PEER_PYTHON = PEER_VENV / "bin" / "python"
 
-# name -> (kind, extra args). livecomments' batch modes are its `batch_ms` option.
-BATCH20 = ["--batch-ms", "20", "--no-batch-adaptive"]
-ADAPTIVE = ["--batch-ms", "20", "--batch-adaptive"]
+# name -> (kind, extra args). livecomments' batch modes are its `batch_mode` and `batch_ms` options.
+BATCH20 = ["--batch-mode", "fixed", "--batch-ms", "20"]
+ADAPTIVE = ["--batch-mode", "adaptive", "--batch-ms", "20"]
 TARGETS: dict[str, tuple[str, list[str]]] = {
+    "livecomments-paced": ("livecomments", []),  # the defaults: paced, at most 20 ms
     "livecomments-immediate": ("livecomments", ["--batch-ms", "0"]),
     "livecomments-batch20": ("livecomments", BATCH20),
     "livecomments-adaptive": ("livecomments", ADAPTIVE),
-    # Viewer counts off (the default adaptive target has them on, every 2 s): the interval never comes.
-    "livecomments-counts-off": ("livecomments", [*ADAPTIVE, "--viewers-interval", "1e9"]),
+    # Viewer counts off (the default target has them on, every 2 s): the interval never comes.
+    "livecomments-counts-off": ("livecomments", ["--viewers-interval", "1e9"]),
     "floor-immediate": ("floor", ["--tick-ms", "0"]),
     "floor-tick20": ("floor", ["--tick-ms", "20"]),
     "peer": ("peer", []),
 }
 # `bench hotvideo`: name -> (kind, processes, extra args). Several processes share one redis-server
 # (the broker) and one SQLite file, as workers or as separate servers behind HAProxy (policy bounded).
+# Connections (streams in their catch-up, posts) capped at HOT_CONNECTIONS, so streams get what else
+# the open-files limit leaves (edge/admission.py keeps FD_HEADROOM spare and shares the rest).
+HOT_CONNECTIONS = 256
+HOT = ["--max-connections", str(HOT_CONNECTIONS)]
 HOTVIDEO: dict[str, tuple[str, int, list[str]]] = {
-    "one-process": ("livecomments", 1, BATCH20),
-    "one-process-adaptive": ("livecomments", 1, ADAPTIVE),
-    # The bare uvloop fan-out with the same 20 ms ticks: what this machine allows one process today,
+    "one-process": ("livecomments", 1, HOT),  # the default batching
+    "one-process-fixed20": ("livecomments", 1, [*HOT, "--batch-mode", "fixed", "--batch-ms", "20"]),
+    # The bare uvloop fan-out with 20 ms ticks, and unbatched: what this machine allows one process,
     # so a run on a busier machine is read against its own floor.
     "floor": ("floor", 1, ["--tick-ms", "20"]),
-    "workers-2": ("workers", 2, BATCH20),
-    "haproxy-2": ("haproxy", 2, BATCH20),
+    "floor-unbatched": ("floor", 1, ["--tick-ms", "0"]),
+    "workers-2": ("workers", 2, HOT),
+    "haproxy-2": ("haproxy", 2, HOT),
 }
 
 
@@ -214,7 +221,8 @@ def _start_workers(server: Server, core: int | None, viewers: int, n: int, extra
     assert server.tmp is not None
     _shared_storage(server.tmp.name)
     broker = _start_redis(server, core)
-    argv = serve_argv(server.port, server.tmp.name, viewers, ["--workers", str(n), "--broker", broker, *extra])
+    share = math.ceil(viewers / n * 1.02)  # each worker's streams cap: SO_REUSEPORT's hash is not quite even
+    argv = serve_argv(server.port, server.tmp.name, share, ["--workers", str(n), "--broker", broker, *extra])
     supervisor = server.add(_spawn(argv, core, log), "supervisor", 0)  # stopped first: it stops its workers
     _wait_listening(supervisor, log)  # printed once every worker listens
     children = Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children").read_text().split()
