@@ -178,26 +178,28 @@ def fanout(viewers: str, rates: str | None, duration: float, warmup: float, targ
 
 
 @bench.command()
-@click.option("--viewers", default="8000,10000,15000", show_default=True, help="viewer counts W, comma-separated")
-@click.option("--rates", default=None, help="comments/s steps, comma-separated [default: 10k…2M deliveries/s over W]")
+@click.option("--viewers", default="10000,20000,50000", show_default=True,
+              help="viewer counts W, comma-separated; a count a target cannot hold under `ulimit -Hn` runs at the "
+              "most it can")
+@click.option("--rates", default=None, help="comments/s steps, comma-separated [default: 2…1000]")
 @click.option("--duration", default=2.0, show_default=True, help="measured seconds per step")
-@click.option("--warmup", default=0.3, show_default=True, help="seconds at each rate before measuring")
+@click.option("--warmup", default=0.5, show_default=True, help="seconds at each rate before measuring")
 @click.option("--targets", default=None,
-              help="one-process, one-process-adaptive, floor, workers-2, haproxy-2 (comma-separated) [default: all; "
-              "quick: one-process, workers-2, haproxy-2; a target is skipped where its open files would not fit]")
+              help="one-process, one-process-fixed20, floor, floor-unbatched, workers-2, haproxy-2 (comma-separated) "
+              "[default: all but haproxy-2; quick: one-process, floor, workers-2, haproxy-2]")
 @click.option("--pin/--no-pin", default=True, show_default=True,
-              help="every server-side process on core 0, load generator on core 1")
+              help="every server-side process on core 0, the load processes on core 1")
 @_quick_option
 @_out_option
 def hotvideo(viewers: str, rates: str | None, duration: float, warmup: float, targets: str | None, pin: bool,
              quick: bool, out: Path | None) -> None:
-    """A hot video with 8,000-15,000 viewers, batching on: where one process breaks, and one process vs
-    `serve --workers 2` vs two servers behind HAProxy on the same core."""
+    """One hot video at 10,000-50,000 viewers and rising rates: where one process breaks and why (server CPU,
+    the serial send, memory, viewers cut, the client), beside the floor and `serve --workers 2`."""
     from livecomments.benchmarks import hotvideo as hv
     from livecomments.benchmarks.common import out_dir
     from livecomments.benchmarks.fanout import run
 
-    chosen = targets.split(",") if targets else list(hv.QUICK_TARGETS if quick else hv.TARGETS)
+    chosen = targets.split(",") if targets else list(hv.QUICK_TARGETS if quick else hv.DEFAULT_TARGETS)
     unknown = sorted(set(chosen) - set(hv.TARGETS))
     if unknown:
         raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(hv.TARGETS)}", param_hint="--targets")

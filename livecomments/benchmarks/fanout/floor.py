@@ -124,7 +124,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tick-ms", type=float, default=0.0)
     args = parser.parse_args()
-    resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a viewer is a descriptor: all the limit allows
     try:
         uvloop.run(serve(args.port, args.tick_ms))
     except KeyboardInterrupt:
