@@ -53,7 +53,7 @@ async def serve(host: str, port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    bound = runner.addresses[0][1]
     print(f"bare writer listening on http://{host}:{bound}", flush=True)
     try:
         await asyncio.Event().wait()  # until SIGTERM ends the process
