@@ -217,7 +217,8 @@ def hotvideo(viewers: str, rates: str | None, duration: float, warmup: float, ta
 @click.option("--duration", default=2.0, show_default=True, help="measured seconds per step")
 @click.option("--warmup", default=0.5, show_default=True, help="seconds at the rate before measuring")
 @click.option("--round-trips", default=1000, show_default=True, help="sequential posts per transport")
-@click.option("--server", type=click.Choice(["livecomments-immediate", "livecomments-batch20", "livecomments-adaptive"]),
+@click.option("--server", type=click.Choice(["livecomments-immediate", "livecomments-paced", "livecomments-batch20",
+                                                "livecomments-adaptive"]),
               default="livecomments-immediate", show_default=True, help="the server's batching (fanout's targets)")
 @click.option("--pin/--no-pin", default=True, show_default=True, help="server on core 0, load generator on core 1")
 @_quick_option

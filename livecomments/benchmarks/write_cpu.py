@@ -120,8 +120,9 @@ def section(cpu: list[dict[str, Any]]) -> list[str]:
         "",
         f"livecomments / bare: **{ratio:.2f}×** CPU per post (aim: ≤ 1.5×).",
         "",
-        "Where the cost over the bare handler goes (issue 20: per-thread CPU from /proc and py-spy on the event "
-        "loop, 32 posters, on a shared 2-core machine, so ±15%). The bare handler's one thread spends ~60 µs a post, "
+        "Where the cost over the bare handler goes (issue 20's profile: per-thread CPU from /proc and py-spy on the "
+        "event loop, 32 posters, taken on a faster 2-core host than some runs of this report, so read the shares, "
+        "not the µs, against the table above; ±15%). There the bare handler's one thread spent ~60 µs a post, "
         "all of it aiohttp's parsing, routing and writing. livecomments: the SQLite writer thread ~37 µs (~22 user, "
         "~15 system: the insert and its two indexes, and the WAL fsync that \"201 only after commit\" pays for, "
         "once per batch of ~9 posts), which the bare handler does not do at all; the loop thread ~100-115 µs, of "
