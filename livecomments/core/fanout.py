@@ -12,9 +12,9 @@ order in every mode, and `batch_ms = 0` writes each comment at once in every mod
 - paced (the default): batch by what the loop could not send yet, not by a clock. Each write
   pass to a video's viewers is timed (two clock reads per pass, not per viewer) and paid for
   once the loop has had PACE x that time since (as much time for other work as the pass took).
-  A comment that finds at most BURST (2) passes unpaid is written at once; one that comes sooner joins
-  the video's pending frames, flushed when the debt is down to BURST passes or `batch_ms` after it
-  came, whichever is first. So an idle loop sends at once (and a close pair of comments, jitter,
+  A comment that finds at most BURST (2) passes unpaid, and at most `batch_ms` of them, is written
+  at once; one that comes sooner joins the video's pending frames, flushed when the debt is down
+  to that or `batch_ms` after it came, whichever is first. So an idle loop sends at once (and a close pair of comments, jitter,
   too), while a busy video's passes are spaced PACE x their duration apart: it coalesces more as
   the rate grows (CPU per delivery falls with it), and under overload its windows widen
   (latency, up to `batch_ms`) instead of losing or growing memory.
@@ -114,10 +114,12 @@ class Fanout:
         cost = PACE * (end - start)
         batch = video.batch
         # A token bucket in time (GCRA): the debt is capped at BURST + 1 passes, so a quiet spell after
-        # an overload starts paid, and BURST passes of it are tolerated before a comment waits
-        # (BURST 2 against 1: p99 at 50 and 200 comments/s lower, the same CPU at 2,000/s, issue 20).
+        # an overload starts paid, and BURST passes of it, but never more than `batch_ms`, are
+        # tolerated before a comment waits (BURST 2 against 1: p99 at 50 and 200 comments/s lower, the
+        # same CPU at 2,000/s; the `batch_ms` cap: at 10,000 viewers a pass takes ~90 ms, and two passes
+        # of tolerance wrote nearly every comment in a pass of its own, issue 20).
         batch.paid_at = min(max(batch.paid_at, start) + cost, start + (BURST + 1) * cost)
-        batch.next_pass = batch.paid_at - BURST * cost
+        batch.next_pass = batch.paid_at - min(BURST * cost, self._window)
 
     def _write(self, viewers: set[Viewer], frames: list[Frame], created: Sequence[float]) -> None:
         """One write per viewer for all the frames, encoded (joined, chunked) once for all: each
