@@ -220,8 +220,9 @@ async def test_a_claim_whose_batch_queued_past_half_its_lease_is_not_taken_over(
     own_dynamodb_server: DynamoServer, quick_timeouts: None
 ) -> None:
     """Writer A claims a key, then its batch queues (0.8 s of a 1 s lease) and its entry's PutItem is
-    slow (0.5 s more): a busy writer, not a dead one. Writer B, posting the same key meanwhile, must
-    wait for A's comment rather than take the key over (A would then erase its entry and answer 503)."""
+    slow (1.2 s more, longer than the lease itself: a hot video's batch numbers its posts one after
+    another): a busy writer, not a dead one. Writer B, posting the same key meanwhile, must wait for
+    A's comment rather than take the key over (A would then erase its entry and answer 503)."""
     url = own_dynamodb_server.url()  # one table set for both writers
     a, b = await open_storage(url), await open_storage(url)
     claimed, claiming = asyncio.Event(), [False]
@@ -236,7 +237,7 @@ async def test_a_claim_whose_batch_queued_past_half_its_lease_is_not_taken_over(
 
     async def slow_entry(request: Any, **_: Any) -> None:
         if b"_comments" in request.body and b"idem_key" in request.body:
-            await asyncio.sleep(0.5)  # A stores past the claim's first lease: only the renewal keeps it A's
+            await asyncio.sleep(1.2)  # A stores past the claim's lease, twice over: only renewals keep it A's
 
     a._client.meta.events.register("before-call.dynamodb.PutItem", note_the_claim)
     a._client.meta.events.register("after-call.dynamodb.PutItem", queue_after_the_claim)

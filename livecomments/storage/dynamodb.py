@@ -97,7 +97,19 @@ class DynamoStorage(DynamoModeration):
         for i, (new, key) in enumerate(batch):
             if key is not None:
                 first.setdefault((new.video_id, key), i)
-        claimed = self._now()
+        if not first:
+            return await self._claim_and_store(batch, toks, first, out)
+        # From the first claim to the last key pointed, this batch's claims are kept fresh: a hot video's
+        # posts are numbered one after another, and a long batch is a busy writer, not a dead one.
+        keeper = asyncio.create_task(self._keep_claims([(v, k, toks[i]) for (v, k), i in first.items()]))
+        try:
+            return await self._claim_and_store(batch, toks, first, out)
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+
+    async def _claim_and_store(self, batch: list[Post], toks: list[str], first: dict[tuple[str, str], int],
+                               out: list[Outcome | None]) -> list[Outcome]:
         claims = await asyncio.gather(*(self._claim_key(batch[i][0], k, toks[i]) for (_, k), i in first.items()),
                                       return_exceptions=True)
         for i, claim in zip(first.values(), claims, strict=True):
@@ -109,8 +121,7 @@ class DynamoStorage(DynamoModeration):
             if out[i] is None and (key is None or first[(new.video_id, key)] == i):
                 videos.setdefault(new.video_id, []).append(i)
         now = self._now()
-        results = await asyncio.gather(*(self._store(v, batch, toks, posts, now, claimed, out)
-                                         for v, posts in videos.items()),
+        results = await asyncio.gather(*(self._store(v, batch, toks, posts, now, out) for v, posts in videos.items()),
                                        return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, StorageError):
@@ -124,7 +135,7 @@ class DynamoStorage(DynamoModeration):
         return [o for o in out if o is not None]
 
     async def _store(self, video_id: str, batch: list[Post], toks: list[str], posts: list[int], now: float,
-                     claimed: float, out: list[Outcome | None]) -> None:
+                     out: list[Outcome | None]) -> None:
         """Number and store the video's posts at `posts`, one after another; a failure answers the rest.
 
         The keys of the posts not stored are released, but never the key of the post whose entry
@@ -137,8 +148,6 @@ class DynamoStorage(DynamoModeration):
             for i in posts:
                 new, key = batch[i]
                 doubt = i
-                if key is not None:
-                    await self._renew_claim(video_id, key, toks[i], claimed)  # queued, not dead: keep the key ours
                 comment = Comment(video_id, 0, new.author, new.text, now, new.user)
                 top = await self._put_next(video_id, top, entry_item(comment, toks[i], key))
                 if key is not None and not await self._point_key(video_id, key, top, toks[i]):

@@ -11,8 +11,9 @@ the outcome unknown (a timeout after the request was sent: DynamoStorage._store 
 claim rather than releasing it): the waiter first looks for an entry stored under the key by
 that claimant (it died or failed before pointing the key) and adopts it, so a retry after a
 lost answer gets the comment that was stored, with its seq; else it takes the claim over.
-A claimant whose batch waited more than half the lease since its claims restamps `at` before
-storing (_renew_claim), so the lease measures a stalled writer, not a busy one's queue.
+While a batch stores, its claims are restamped every third of the lease (_keep_claims), so the
+lease measures a stalled writer, not a busy one's batch (a hot video's posts are numbered one after
+another, and a long batch on a loaded endpoint outlasts the lease).
 A claimant that finds its claim taken over after storing (it stalled past the lease) erases
 its entry (a deleted one keeps seq contiguous) and answers 503: the post it retries gets the
 first comment, so a key never shows two comments. Not fenced (no transaction): a write the
@@ -119,13 +120,15 @@ class DynamoKeys(DynamoLog):
             return False
         return True
 
-    async def _renew_claim(self, video_id: str, key: str, tok: str, claimed: float) -> None:
-        """Restamp a pending claim this post still holds (made at `claimed`), as it is about to store
-        its entry, once half its lease is gone: a batch that queued behind others' writes is a busy
-        writer, not a dead one, and its waiters must not take the key over from it. A claim taken
-        over meanwhile is left alone (found when the key is pointed)."""
-        if self._now() - claimed <= LEASE_S / 2:
-            return
+    async def _keep_claims(self, claims: list[tuple[str, str, str]]) -> None:
+        """Restamp the (video, key, tok) claims a batch holds every LEASE_S / 3 until cancelled (when
+        the batch is done): the lease then measures a stalled writer, not a busy one's batch. A claim
+        not (yet, or no longer) this batch's, or already pointed, is left alone by the condition."""
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            await asyncio.gather(*(self._renew_claim(v, k, t) for v, k, t in claims), return_exceptions=True)
+
+    async def _renew_claim(self, video_id: str, key: str, tok: str) -> None:
         try:
             await self._call("update_item", TableName=self._t["keys"], Key={"video_id": s(video_id), "idem_key": s(key)},
                              UpdateExpression="SET #a = :at", ConditionExpression="#t = :t AND attribute_not_exists(#q)",
