@@ -97,25 +97,27 @@ class DynamoStorage(DynamoModeration):
         for i, (new, key) in enumerate(batch):
             if key is not None:
                 first.setdefault((new.video_id, key), i)
-        if not first:
-            return await self._claim_and_store(batch, toks, first, out)
-        # From the first claim to the last key pointed, this batch's claims are kept fresh: a hot video's
-        # posts are numbered one after another, and a long batch is a busy writer, not a dead one.
-        keeper = asyncio.create_task(self._keep_claims([(v, k, toks[i]) for (v, k), i in first.items()]))
-        try:
-            return await self._claim_and_store(batch, toks, first, out)
-        finally:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
-
-    async def _claim_and_store(self, batch: list[Post], toks: list[str], first: dict[tuple[str, str], int],
-                               out: list[Outcome | None]) -> list[Outcome]:
         claims = await asyncio.gather(*(self._claim_key(batch[i][0], k, toks[i]) for (_, k), i in first.items()),
                                       return_exceptions=True)
         for i, claim in zip(first.values(), claims, strict=True):
             if isinstance(claim, BaseException) and not isinstance(claim, StorageError):
                 raise claim
             out[i] = claim  # a failed claim (it may have landed) stays as it is: the lease frees it
+        held = [(v, k, toks[i]) for (v, k), i in first.items() if out[i] is None]
+        if not held:
+            return await self._store_all(batch, toks, first, out)
+        # While it stores, the batch keeps its claims fresh: a hot video's posts are numbered one after
+        # another, and a long batch is a busy writer, not a dead one. Not while it claims: two writers
+        # each waiting for a key the other holds are freed by the lease running out.
+        keeper = asyncio.create_task(self._keep_claims(held))
+        try:
+            return await self._store_all(batch, toks, first, out)
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+
+    async def _store_all(self, batch: list[Post], toks: list[str], first: dict[tuple[str, str], int],
+                         out: list[Outcome | None]) -> list[Outcome]:
         videos: dict[str, list[int]] = {}
         for i, (new, key) in enumerate(batch):
             if out[i] is None and (key is None or first[(new.video_id, key)] == i):

@@ -13,7 +13,8 @@ that claimant (it died or failed before pointing the key) and adopts it, so a re
 lost answer gets the comment that was stored, with its seq; else it takes the claim over.
 While a batch stores, its claims are restamped every third of the lease (_keep_claims), so the
 lease measures a stalled writer, not a busy one's batch (a hot video's posts are numbered one after
-another, and a long batch on a loaded endpoint outlasts the lease).
+another, and a long batch on a loaded endpoint outlasts the lease). Not while it claims: two
+writers, each waiting for a key the other claimed, are freed by the lease running out.
 A claimant that finds its claim taken over after storing (it stalled past the lease) erases
 its entry (a deleted one keeps seq contiguous) and answers 503: the post it retries gets the
 first comment, so a key never shows two comments. Not fenced (no transaction): a write the
@@ -121,12 +122,12 @@ class DynamoKeys(DynamoLog):
         return True
 
     async def _keep_claims(self, claims: list[tuple[str, str, str]]) -> None:
-        """Restamp the (video, key, tok) claims a batch holds every LEASE_S / 3 until cancelled (when
-        the batch is done): the lease then measures a stalled writer, not a busy one's batch. A claim
-        not (yet, or no longer) this batch's, or already pointed, is left alone by the condition."""
+        """Restamp the (video, key, tok) claims a batch holds now and every LEASE_S / 3 until cancelled
+        (when the batch is stored): the lease then measures a stalled writer, not a busy one's batch. A
+        claim taken over meanwhile, or already pointed, is left alone by the condition."""
         while True:
-            await asyncio.sleep(LEASE_S / 3)
             await asyncio.gather(*(self._renew_claim(v, k, t) for v, k, t in claims), return_exceptions=True)
+            await asyncio.sleep(LEASE_S / 3)
 
     async def _renew_claim(self, video_id: str, key: str, tok: str) -> None:
         try:
