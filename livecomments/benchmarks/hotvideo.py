@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import resource
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -79,27 +78,11 @@ def missing(name: str) -> str | None:
 
 def run_target(name: str, viewers: int, rates: list[float], settings: run.Settings,
                cores: tuple[int | None, int | None]) -> dict[str, Any]:
-    """One server started for `viewers`, the load generator's steps against it, as fanout/run.py files them."""
-    result: dict[str, Any] = {"target": name, "viewers": viewers, "steps": [], "memory": None, "error": None}
-    try:
-        server = servers.start(name, cores[0], viewers)
-    except (RuntimeError, TimeoutError, OSError) as e:  # a row that says so; the other targets still run
-        result["error"] = f"did not start: {e}"
-        return result
-    result["processes"] = {str(pid): label for pid, label in server.labels.items()}  # steps' cpu_s_by_pid
-    try:
-        argv = [sys.executable, "-m", "livecomments.benchmarks.hotvideo_load", "--port", str(server.port),
-                "--viewers", str(viewers), "--rates", ",".join(str(r) for r in rates), "--duration",
-                str(settings.duration), "--warmup", str(settings.warmup), "--drain", str(DRAIN)]
-        argv += ["--server-core", str(cores[0])] if cores[0] is not None else []
-        for pid in server.pids:
-            argv += ["--pid", str(pid)]
-        budget = (120 + viewers / 500 + len(rates) * (settings.warmup + settings.duration + DRAIN + 3)
-                  + (OVERLOAD_STEPS + 1) * LATE_CAP)  # the steps past the break may wait for late comments
-        for row in run.loadgen_rows(argv, cores[1], budget):
-            run.add_row(result, row)
-    finally:
-        server.stop()
+    """fanout/run.py's run_target with the hot-video load generator (lazy viewers, a timed sample)."""
+    extra = ("--drain", str(DRAIN), *(("--server-core", str(cores[0])) if cores[0] is not None else ()))
+    budget = (120 + viewers / 500 + len(rates) * (settings.warmup + settings.duration + DRAIN + 3)
+              + (OVERLOAD_STEPS + 1) * LATE_CAP)  # the steps past the break may wait for late comments
+    result = run.run_target(name, viewers, rates, settings, cores, "livecomments.benchmarks.hotvideo_load", extra, budget)
     result["spread"] = (result["memory"] or {}).get("served_by")
     return result
 

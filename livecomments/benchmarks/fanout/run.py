@@ -45,9 +45,15 @@ def rates_for(settings: Settings, viewers: int, deliveries: list[int] = DEFAULT_
     return settings.rates or sorted({max(2.0, round(d / viewers, 2)) for d in deliveries})
 
 
+LOADGEN = "livecomments.benchmarks.fanout.loadgen"
+
+
 def run_target(
-    name: str, viewers: int, rates: list[float], settings: Settings, cores: tuple[int | None, int | None]
+    name: str, viewers: int, rates: list[float], settings: Settings, cores: tuple[int | None, int | None],
+    load: str = LOADGEN, extra: tuple[str, ...] = (), budget: float | None = None,
 ) -> dict[str, Any]:
+    """One server started for `viewers`, a load generator's steps against it (`load`, a module taking
+    the loadgen's arguments and `extra`), filed by add_row. `budget`: seconds the load may take."""
     result: dict[str, Any] = {"target": name, "viewers": viewers, "steps": [], "memory": None, "error": None}
     try:
         server = servers.start(name, cores[0], viewers)
@@ -56,12 +62,13 @@ def run_target(
         return result
     result["processes"] = {str(pid): label for pid, label in server.labels.items()}  # steps' cpu_s_by_pid
     try:
-        argv = [sys.executable, "-m", "livecomments.benchmarks.fanout.loadgen", "--port", str(server.port),
+        argv = [sys.executable, "-m", load, "--port", str(server.port),
                 "--viewers", str(viewers), "--rates", ",".join(str(r) for r in rates),
-                "--duration", str(settings.duration), "--warmup", str(settings.warmup)]
+                "--duration", str(settings.duration), "--warmup", str(settings.warmup), *extra]
         for pid in server.pids:
             argv += ["--pid", str(pid)]
-        budget = 90 + len(rates) * (settings.warmup + settings.duration + 3)
+        if budget is None:
+            budget = 90 + len(rates) * (settings.warmup + settings.duration + 3)
         for row in loadgen_rows(argv, cores[1], budget):
             add_row(result, row)
     finally:
